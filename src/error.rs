@@ -1,0 +1,263 @@
+//! The errorModel body that every non-200 response carries, and the middleware
+//! that gives one to responses the framework builds on its own (404, 405,
+//! extractor rejections, body-less faults).
+
+use std::borrow::Cow;
+
+use actix_web::dev::ServiceResponse;
+use actix_web::http::StatusCode;
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::middleware::{ErrorHandlerResponse, ErrorHandlers};
+use actix_web::{HttpResponse, ResponseError};
+use serde::Serialize;
+
+/// A stable machine-readable error class: HTTP status plus the numeric
+/// `errorCode` clients match on. Codes never change meaning once released.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorCode {
+    /// 500: a fault inside sessiond; details go to the log only.
+    Internal,
+    /// 404: no route for the path.
+    NotFound,
+    /// 405: the path exists, the method does not.
+    MethodNotAllowed,
+    /// 400: the request could not be read.
+    BadRequest,
+    /// 413: the request body is over the limit.
+    PayloadTooLarge,
+    /// 415: the request body has the wrong media type.
+    UnsupportedMediaType,
+    /// 503: no key can sign a new session, or the service is shutting down.
+    ServiceUnavailable,
+    /// Any other status the framework produced on its own.
+    Other(StatusCode),
+    /// 401: the admin credential is missing or wrong.
+    Unauthorized,
+    /// 404: no key with that `kid`.
+    KeyNotFound,
+    /// 409: a key with that `kid` already exists.
+    KeyExists,
+    /// 409: the operation would leave no signing key or drop a key whose
+    /// tokens may still be valid.
+    KeyInUse,
+    /// 400: a field of an admin request is invalid.
+    InvalidField,
+}
+
+impl ErrorCode {
+    /// The HTTP status sent with this error.
+    pub fn status(self) -> StatusCode {
+        match self {
+            Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::NotFound | Self::KeyNotFound => StatusCode::NOT_FOUND,
+            Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Self::BadRequest | Self::InvalidField => StatusCode::BAD_REQUEST,
+            Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::ServiceUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Other(status) => status,
+            Self::Unauthorized => StatusCode::UNAUTHORIZED,
+            Self::KeyExists | Self::KeyInUse => StatusCode::CONFLICT,
+        }
+    }
+
+    /// The numeric `errorCode` string. 1xxxx: HTTP and service level;
+    /// 2xxxx: admin API. `Other` carries the HTTP status in its last digits.
+    pub fn code(self) -> Cow<'static, str> {
+        let code = match self {
+            Self::Internal => "10000",
+            Self::NotFound => "10001",
+            Self::MethodNotAllowed => "10002",
+            Self::BadRequest => "10003",
+            Self::PayloadTooLarge => "10004",
+            Self::UnsupportedMediaType => "10005",
+            Self::ServiceUnavailable => "10006",
+            Self::Other(status) => return Cow::Owned(format!("19{}", status.as_u16())),
+            Self::Unauthorized => "20001",
+            Self::KeyNotFound => "20002",
+            Self::KeyExists => "20003",
+            Self::KeyInUse => "20004",
+            Self::InvalidField => "20005",
+        };
+        Cow::Borrowed(code)
+    }
+
+    /// Classifies a status produced by the framework.
+    pub fn from_status(status: StatusCode) -> Self {
+        match status {
+            StatusCode::INTERNAL_SERVER_ERROR => Self::Internal,
+            StatusCode::NOT_FOUND => Self::NotFound,
+            StatusCode::METHOD_NOT_ALLOWED => Self::MethodNotAllowed,
+            StatusCode::BAD_REQUEST => Self::BadRequest,
+            StatusCode::PAYLOAD_TOO_LARGE => Self::PayloadTooLarge,
+            StatusCode::UNSUPPORTED_MEDIA_TYPE => Self::UnsupportedMediaType,
+            StatusCode::SERVICE_UNAVAILABLE => Self::ServiceUnavailable,
+            StatusCode::UNAUTHORIZED => Self::Unauthorized,
+            other => Self::Other(other),
+        }
+    }
+}
+
+/// An error sent to the client as an errorModel. Its text is written for the
+/// client: it never contains library error text, a token or key material.
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    pub code: ErrorCode,
+    pub message: Cow<'static, str>,
+    pub dev_message: Option<Cow<'static, str>>,
+    pub error_path: Option<String>,
+    pub errors: Vec<ApiError>,
+}
+
+impl ApiError {
+    pub fn new(code: ErrorCode, message: impl Into<Cow<'static, str>>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+            dev_message: None,
+            error_path: None,
+            errors: Vec::new(),
+        }
+    }
+
+    pub fn with_dev_message(mut self, dev_message: impl Into<Cow<'static, str>>) -> Self {
+        self.dev_message = Some(dev_message.into());
+        self
+    }
+
+    pub fn with_error_path(mut self, path: impl Into<String>) -> Self {
+        self.error_path = Some(path.into());
+        self
+    }
+
+    pub fn with_errors(mut self, errors: Vec<ApiError>) -> Self {
+        self.errors = errors;
+        self
+    }
+
+    /// The default error for a status the framework produced with no body.
+    pub fn for_status(status: StatusCode, path: &str) -> Self {
+        let code = ErrorCode::from_status(status);
+        let message = match code {
+            ErrorCode::NotFound => Cow::Owned(format!("No resource at {path}.")),
+            ErrorCode::Internal => Cow::Borrowed("The server failed to handle the request."),
+            _ => Cow::Borrowed(status.canonical_reason().unwrap_or("Request failed.")),
+        };
+        Self::new(code, message).with_error_path(path)
+    }
+
+    pub fn body(&self) -> ErrorModel<'_> {
+        ErrorModel {
+            message: &self.message,
+            error_code: self.code.code(),
+            status: self.code.status().as_u16().to_string(),
+            kind: type_uri(self.code.status()),
+            dev_message: self.dev_message.as_deref(),
+            more_info: None,
+            error_path: self.error_path.as_deref(),
+            errors: self.errors.iter().map(ApiError::body).collect(),
+        }
+    }
+}
+
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ({})", self.message, self.code.code())
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        self.code.status()
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let mut response = HttpResponse::build(self.status_code());
+        if self.code == ErrorCode::Unauthorized {
+            response.insert_header((header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer")));
+        }
+        if self.code == ErrorCode::MethodNotAllowed {
+            response.insert_header((header::ALLOW, HeaderValue::from_static("GET, HEAD")));
+        }
+        let mut response = response.json(self.body());
+        response.extensions_mut().insert(HasErrorModel);
+        response
+    }
+}
+
+/// The errorModel JSON object.
+#[derive(Debug, Serialize)]
+pub struct ErrorModel<'a> {
+    pub message: &'a str,
+    #[serde(rename = "errorCode")]
+    pub error_code: Cow<'static, str>,
+    pub status: String,
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    #[serde(rename = "devMessage", skip_serializing_if = "Option::is_none")]
+    pub dev_message: Option<&'a str>,
+    #[serde(rename = "moreInfo", skip_serializing_if = "Option::is_none")]
+    pub more_info: Option<&'a str>,
+    #[serde(rename = "o:errorPath", skip_serializing_if = "Option::is_none")]
+    pub error_path: Option<&'a str>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<ErrorModel<'a>>,
+}
+
+/// The RFC 9110 section that defines `status`, used as the errorModel `type`.
+pub fn type_uri(status: StatusCode) -> &'static str {
+    match status.as_u16() {
+        400 => "https://www.rfc-editor.org/rfc/rfc9110#section-15.5.1",
+        401 => "https://www.rfc-editor.org/rfc/rfc9110#section-15.5.2",
+        404 => "https://www.rfc-editor.org/rfc/rfc9110#section-15.5.5",
+        405 => "https://www.rfc-editor.org/rfc/rfc9110#section-15.5.6",
+        406 => "https://www.rfc-editor.org/rfc/rfc9110#section-15.5.7",
+        408 => "https://www.rfc-editor.org/rfc/rfc9110#section-15.5.9",
+        409 => "https://www.rfc-editor.org/rfc/rfc9110#section-15.5.10",
+        411 => "https://www.rfc-editor.org/rfc/rfc9110#section-15.5.12",
+        413 => "https://www.rfc-editor.org/rfc/rfc9110#section-15.5.14",
+        414 => "https://www.rfc-editor.org/rfc/rfc9110#section-15.5.15",
+        415 => "https://www.rfc-editor.org/rfc/rfc9110#section-15.5.16",
+        500 => "https://www.rfc-editor.org/rfc/rfc9110#section-15.6.1",
+        503 => "https://www.rfc-editor.org/rfc/rfc9110#section-15.6.4",
+        400..=499 => "https://www.rfc-editor.org/rfc/rfc9110#section-15.5",
+        _ => "https://www.rfc-editor.org/rfc/rfc9110#section-15.6",
+    }
+}
+
+/// Marks a response whose body is already an errorModel.
+#[derive(Debug, Clone, Copy)]
+struct HasErrorModel;
+
+/// Middleware that replaces the body of every error response lacking an
+/// errorModel (framework 404s, extractor rejections, empty 5xx) with one.
+pub fn error_model_middleware<B: 'static>() -> ErrorHandlers<B> {
+    ErrorHandlers::new().default_handler(to_error_model)
+}
+
+fn to_error_model<B: 'static>(
+    res: ServiceResponse<B>,
+) -> actix_web::Result<ErrorHandlerResponse<B>> {
+    if res.response().extensions().get::<HasErrorModel>().is_some() {
+        return Ok(ErrorHandlerResponse::Response(res.map_into_left_body()));
+    }
+
+    let status = res.status();
+    if status.is_server_error() {
+        log::error!(
+            "status={} path={} reason=framework error response",
+            status.as_u16(),
+            res.request().path()
+        );
+    }
+    let error = ApiError::for_status(status, res.request().path());
+    let (req, old) = res.into_parts();
+    let mut new = error.error_response();
+    for (name, value) in old.headers() {
+        if name == header::ALLOW || name == header::WWW_AUTHENTICATE {
+            new.headers_mut().insert(name.clone(), value.clone());
+        }
+    }
+    let res = ServiceResponse::new(req, new.map_into_boxed_body());
+    Ok(ErrorHandlerResponse::Response(res.map_into_right_body()))
+}

@@ -1,0 +1,227 @@
+//! The key ring: an immutable set of keys, looked up by `kid` to verify and
+//! by time to sign. A reload builds a new ring and swaps it in whole.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use sha2::{Digest, Sha256};
+
+use super::{Key, KeyState, hex};
+
+/// An immutable set of keys. Lookups cost the same whatever its size: a hash
+/// map by `kid` to verify, a binary search over `sign_from` to sign.
+#[derive(Debug)]
+pub struct KeyRing {
+    by_kid: HashMap<Arc<str>, Arc<Key>>,
+    /// Keys that have a `sign_from`, sorted by (`sign_from`, `kid`).
+    schedule: Vec<Arc<Key>>,
+    fingerprint: String,
+}
+
+/// The result of looking up a token's `kid`.
+#[derive(Debug)]
+pub enum Lookup<'a> {
+    Found(&'a Arc<Key>),
+    Unknown,
+    Retired,
+}
+
+/// Two key files with one `kid`.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("duplicate kid {0:?}")]
+pub struct DuplicateKid(pub String);
+
+impl KeyRing {
+    /// Builds a ring; every `kid` must be unique.
+    pub fn new(keys: Vec<Key>) -> Result<Self, DuplicateKid> {
+        let mut by_kid = HashMap::with_capacity(keys.len());
+        for key in keys {
+            let key = Arc::new(key);
+            if by_kid.insert(key.kid.clone(), key.clone()).is_some() {
+                return Err(DuplicateKid(key.kid.to_string()));
+            }
+        }
+
+        let mut schedule: Vec<Arc<Key>> =
+            by_kid.values().filter(|k| k.sign_from.is_some()).cloned().collect();
+        schedule.sort_by(|a, b| (a.sign_from, &a.kid).cmp(&(b.sign_from, &b.kid)));
+
+        let fingerprint = set_fingerprint(&by_kid);
+        Ok(KeyRing {
+            by_kid,
+            schedule,
+            fingerprint,
+        })
+    }
+
+    /// Finds the key that verifies tokens naming `kid` at `now`.
+    pub fn verifying_key(&self, kid: &str, now: DateTime<Utc>) -> Lookup<'_> {
+        match self.by_kid.get(kid) {
+            Some(key) if key.verifies_at(now) => Lookup::Found(key),
+            Some(_) => Lookup::Retired,
+            None => Lookup::Unknown,
+        }
+    }
+
+    /// The key that mints at `now`: of the keys that may sign, the one with
+    /// the latest `sign_from`, ties broken by the greater `kid`, so every
+    /// replica with the same files picks the same key at the same instant.
+    pub fn signing_key(&self, now: DateTime<Utc>) -> Option<&Arc<Key>> {
+        let started = self.schedule.partition_point(|k| k.sign_from.is_some_and(|f| f <= now));
+        self.schedule[..started].iter().rev().find(|k| k.verifies_at(now))
+    }
+
+    /// The lifecycle state of `key` at `now` within this ring.
+    pub fn state_of(&self, key: &Key, now: DateTime<Utc>) -> KeyState {
+        if !key.verifies_at(now) {
+            KeyState::Retired
+        } else if self.signing_key(now).is_some_and(|s| s.kid == key.kid) {
+            KeyState::Signing
+        } else if key.sign_from.is_some_and(|from| from > now) {
+            KeyState::Scheduled
+        } else {
+            KeyState::Verifying
+        }
+    }
+
+    pub fn get(&self, kid: &str) -> Option<&Arc<Key>> {
+        self.by_kid.get(kid)
+    }
+
+    /// All keys, sorted by `kid`.
+    pub fn keys(&self) -> Vec<&Arc<Key>> {
+        let mut keys: Vec<_> = self.by_kid.values().collect();
+        keys.sort_by(|a, b| a.kid.cmp(&b.kid));
+        keys
+    }
+
+    pub fn len(&self) -> usize {
+        self.by_kid.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_kid.is_empty()
+    }
+
+    /// A digest of every key's identity and lifecycle: replicas that loaded
+    /// the same files report the same value. It reveals nothing about secrets.
+    pub fn fingerprint(&self) -> &str {
+        &self.fingerprint
+    }
+}
+
+fn set_fingerprint(by_kid: &HashMap<Arc<str>, Arc<Key>>) -> String {
+    let mut keys: Vec<_> = by_kid.values().collect();
+    keys.sort_by(|a, b| a.kid.cmp(&b.kid));
+    let mut hasher = Sha256::new();
+    for key in keys {
+        let line = format!(
+            "{}\0{}\0{:?}\0{:?}\n",
+            key.kid,
+            key.fingerprint,
+            key.sign_from.map(|t| t.timestamp()),
+            key.verify_until.map(|t| t.timestamp())
+        );
+        hasher.update(line.as_bytes());
+    }
+    hex(&hasher.finalize()[..8])
+}
+
+#[cfg(test)]
+mod tests {
+    use jsonwebtoken::Algorithm;
+    use zeroize::Zeroizing;
+
+    use super::*;
+
+    fn at(s: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp(s, 0).expect("valid timestamp")
+    }
+
+    fn key(kid: &str, sign_from: Option<i64>, verify_until: Option<i64>) -> Key {
+        Key::new(
+            kid.to_owned(),
+            Algorithm::HS256,
+            Zeroizing::new(vec![1; 32]),
+            at(0),
+            sign_from.map(at),
+            verify_until.map(at),
+        )
+    }
+
+    #[test]
+    fn signing_key_follows_schedule() {
+        let ring = KeyRing::new(vec![
+            key("old", Some(100), None),
+            key("new", Some(200), None),
+            key("spare", None, None),
+        ])
+        .expect("unique kids");
+
+        assert!(ring.signing_key(at(99)).is_none(), "before any sign_from");
+        assert_eq!(&*ring.signing_key(at(150)).expect("old signs").kid, "old");
+        assert_eq!(&*ring.signing_key(at(200)).expect("new signs").kid, "new");
+    }
+
+    #[test]
+    fn retired_signer_falls_back() {
+        let ring = KeyRing::new(vec![key("old", Some(100), None), key("new", Some(200), Some(300))])
+            .expect("unique kids");
+
+        let signer = ring.signing_key(at(300)).expect("old still signs");
+
+        assert_eq!(&*signer.kid, "old");
+    }
+
+    #[test]
+    fn equal_sign_from_picks_greater_kid() {
+        let ring = KeyRing::new(vec![key("b", Some(100), None), key("a", Some(100), None)])
+            .expect("unique kids");
+
+        assert_eq!(&*ring.signing_key(at(100)).expect("a key signs").kid, "b");
+    }
+
+    #[test]
+    fn duplicate_kid_rejected() {
+        let result = KeyRing::new(vec![key("a", None, None), key("a", None, None)]);
+
+        assert_eq!(result.unwrap_err(), DuplicateKid("a".to_owned()));
+    }
+
+    #[test]
+    fn lookup_reports_retired_and_unknown() {
+        let ring = KeyRing::new(vec![key("a", Some(0), Some(100))]).expect("unique kids");
+
+        assert!(matches!(ring.verifying_key("a", at(99)), Lookup::Found(_)));
+        assert!(matches!(ring.verifying_key("a", at(100)), Lookup::Retired));
+        assert!(matches!(ring.verifying_key("b", at(99)), Lookup::Unknown));
+    }
+
+    #[test]
+    fn states_follow_times() {
+        let ring = KeyRing::new(vec![
+            key("signing", Some(0), None),
+            key("scheduled", None, None).with_lifecycle(Some(at(500)), None),
+            key("spare", None, None),
+            key("gone", Some(0), Some(10)),
+        ])
+        .expect("unique kids");
+        let state = |kid: &str| ring.state_of(ring.get(kid).expect("present"), at(100));
+
+        assert_eq!(state("signing"), KeyState::Signing);
+        assert_eq!(state("scheduled"), KeyState::Scheduled);
+        assert_eq!(state("spare"), KeyState::Verifying);
+        assert_eq!(state("gone"), KeyState::Retired);
+    }
+
+    #[test]
+    fn fingerprint_tracks_lifecycle() {
+        let a = KeyRing::new(vec![key("a", Some(0), None)]).expect("unique kids");
+        let b = KeyRing::new(vec![key("a", Some(0), Some(99))]).expect("unique kids");
+        let c = KeyRing::new(vec![key("a", Some(0), None)]).expect("unique kids");
+
+        assert_ne!(a.fingerprint(), b.fingerprint());
+        assert_eq!(a.fingerprint(), c.fingerprint());
+    }
+}

@@ -1,0 +1,7 @@
+//! sessiond: a session-token service. Storefronts call
+//! `GET /ccstore/v1/metering/session` to keep a shopper's session alive; the
+//! token is a self-contained HMAC JWT, so replicas need no shared database.
+
+pub mod error;
+pub mod keys;
+pub mod token;
