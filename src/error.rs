@@ -220,7 +220,7 @@ pub fn type_uri(status: StatusCode) -> &'static str {
         415 => "https://www.rfc-editor.org/rfc/rfc9110#section-15.5.16",
         500 => "https://www.rfc-editor.org/rfc/rfc9110#section-15.6.1",
         503 => "https://www.rfc-editor.org/rfc/rfc9110#section-15.6.4",
-        400..=499 => "https://www.rfc-editor.org/rfc/rfc9110#section-15.5",
+        code if code < 500 => "https://www.rfc-editor.org/rfc/rfc9110#section-15.5",
         _ => "https://www.rfc-editor.org/rfc/rfc9110#section-15.6",
     }
 }

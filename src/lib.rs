@@ -2,6 +2,11 @@
 //! `GET /ccstore/v1/metering/session` to keep a shopper's session alive; the
 //! token is a self-contained HMAC JWT, so replicas need no shared database.
 
+pub mod admin;
+pub mod app;
+pub mod config;
 pub mod error;
 pub mod keys;
+pub mod session;
+pub mod state;
 pub mod token;

@@ -1,1 +1,57 @@
-fn main() {}
+//! The `sessiond` binary: read settings, set up logging, then serve or run a
+//! `keys` command.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use sessiond::app::Application;
+use sessiond::config::{Cli, Command};
+
+fn main() -> ExitCode {
+    if let Err(e) = load_dotenv() {
+        eprintln!("error: cannot read .env: {e}");
+        return ExitCode::from(2);
+    }
+    let cli = Cli::parse();
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+
+    match cli.command {
+        Some(Command::Keys { command }) => {
+            let code = sessiond::keys::cli::run(command, chrono::Utc::now());
+            ExitCode::from(u8::try_from(code).unwrap_or(1))
+        }
+        None => serve(cli),
+    }
+}
+
+/// Reads `.env` from the working directory when it exists. Variables
+/// already set in the environment win.
+fn load_dotenv() -> Result<(), dotenvy::Error> {
+    match dotenvy::from_path(".env") {
+        Err(dotenvy::Error::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        other => other,
+    }
+}
+
+fn serve(cli: Cli) -> ExitCode {
+    let config = match cli.serve.into_config() {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let result = actix_web::rt::System::new().block_on(async move {
+        let app = Application::build(config)
+            .await
+            .map_err(|e| e.to_string())?;
+        app.run_until_stopped().await.map_err(|e| e.to_string())
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("error: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -135,7 +135,11 @@ impl KeyFile {
         );
         let min = min_secret_bytes(alg);
         if secret.len() < min {
-            return Err(KeyFileFault::SecretTooShort(secret.len(), algorithm_name(alg), min));
+            return Err(KeyFileFault::SecretTooShort(
+                secret.len(),
+                algorithm_name(alg),
+                min,
+            ));
         }
         if let (Some(from), Some(until)) = (self.sign_from, self.verify_until)
             && until < from
@@ -225,7 +229,10 @@ mod tests {
     fn parse_rejects_short_secret() {
         let text = file_text("").replace(SECRET_B64, "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHg");
 
-        assert_eq!(KeyFile::parse(text.as_bytes()).unwrap_err(), KeyFileFault::SecretTooShort(31, "HS256", 32));
+        assert_eq!(
+            KeyFile::parse(text.as_bytes()).unwrap_err(),
+            KeyFileFault::SecretTooShort(31, "HS256", 32)
+        );
     }
 
     #[test]
@@ -241,7 +248,10 @@ mod tests {
     fn parse_rejects_padded_secret() {
         let text = file_text("").replace(SECRET_B64, &format!("{SECRET_B64}="));
 
-        assert_eq!(KeyFile::parse(text.as_bytes()).unwrap_err(), KeyFileFault::SecretEncoding);
+        assert_eq!(
+            KeyFile::parse(text.as_bytes()).unwrap_err(),
+            KeyFileFault::SecretEncoding
+        );
     }
 
     #[test]
@@ -296,7 +306,9 @@ mod tests {
 
     #[test]
     fn round_trip_keeps_members() {
-        let text = file_text(r#","sign_from":"2026-01-02T00:00:00Z","verify_until":"2027-01-01T00:00:00Z""#);
+        let text = file_text(
+            r#","sign_from":"2026-01-02T00:00:00Z","verify_until":"2027-01-01T00:00:00Z""#,
+        );
         let key = KeyFile::parse(text.as_bytes()).expect("valid key file");
 
         let again = KeyFile::parse(&KeyFile::from_key(&key).to_json()).expect("round trip");

@@ -1,7 +1,10 @@
 //! Signing keys: the in-memory key, its lifecycle at a given instant, and the
 //! key ring a request verifies and mints with.
 
+pub mod cli;
 pub mod jwk;
+pub mod live;
+pub mod ops;
 pub mod ring;
 pub mod store;
 
@@ -152,10 +155,12 @@ fn fingerprint(alg: Algorithm, kid: &str, secret: &[u8]) -> String {
 /// Lower-case hex of `bytes`.
 pub fn hex(bytes: &[u8]) -> String {
     use std::fmt::Write;
-    bytes.iter().fold(String::with_capacity(bytes.len() * 2), |mut out, b| {
-        let _ = write!(out, "{b:02x}");
-        out
-    })
+    bytes
+        .iter()
+        .fold(String::with_capacity(bytes.len() * 2), |mut out, b| {
+            let _ = write!(out, "{b:02x}");
+            out
+        })
 }
 
 #[cfg(test)]

@@ -43,8 +43,11 @@ impl KeyRing {
             }
         }
 
-        let mut schedule: Vec<Arc<Key>> =
-            by_kid.values().filter(|k| k.sign_from.is_some()).cloned().collect();
+        let mut schedule: Vec<Arc<Key>> = by_kid
+            .values()
+            .filter(|k| k.sign_from.is_some())
+            .cloned()
+            .collect();
         schedule.sort_by(|a, b| (a.sign_from, &a.kid).cmp(&(b.sign_from, &b.kid)));
 
         let fingerprint = set_fingerprint(&by_kid);
@@ -68,8 +71,13 @@ impl KeyRing {
     /// the latest `sign_from`, ties broken by the greater `kid`, so every
     /// replica with the same files picks the same key at the same instant.
     pub fn signing_key(&self, now: DateTime<Utc>) -> Option<&Arc<Key>> {
-        let started = self.schedule.partition_point(|k| k.sign_from.is_some_and(|f| f <= now));
-        self.schedule[..started].iter().rev().find(|k| k.verifies_at(now))
+        let started = self
+            .schedule
+            .partition_point(|k| k.sign_from.is_some_and(|f| f <= now));
+        self.schedule[..started]
+            .iter()
+            .rev()
+            .find(|k| k.verifies_at(now))
     }
 
     /// The lifecycle state of `key` at `now` within this ring.
@@ -166,8 +174,11 @@ mod tests {
 
     #[test]
     fn retired_signer_falls_back() {
-        let ring = KeyRing::new(vec![key("old", Some(100), None), key("new", Some(200), Some(300))])
-            .expect("unique kids");
+        let ring = KeyRing::new(vec![
+            key("old", Some(100), None),
+            key("new", Some(200), Some(300)),
+        ])
+        .expect("unique kids");
 
         let signer = ring.signing_key(at(300)).expect("old still signs");
 

@@ -75,7 +75,9 @@ impl DirSnapshot {
             let key = KeyFile::parse(bytes).map_err(|fault| invalid(fault.to_string()))?;
             let expected = format!("{}.json", key.kid);
             if path.file_name().and_then(|n| n.to_str()) != Some(expected.as_str()) {
-                return Err(invalid(format!("the file name must be {expected}, after its kid")));
+                return Err(invalid(format!(
+                    "the file name must be {expected}, after its kid"
+                )));
             }
             keys.push(key);
         }
@@ -130,7 +132,9 @@ fn read_key_file(path: &Path) -> io::Result<Zeroizing<Vec<u8>>> {
     let mut bytes = Zeroizing::new(Vec::new());
     file.take(MAX_KEY_FILE_BYTES + 1).read_to_end(&mut bytes)?;
     if bytes.len() as u64 > MAX_KEY_FILE_BYTES {
-        return Err(io::Error::other(format!("larger than {MAX_KEY_FILE_BYTES} bytes")));
+        return Err(io::Error::other(format!(
+            "larger than {MAX_KEY_FILE_BYTES} bytes"
+        )));
     }
     Ok(bytes)
 }
@@ -327,14 +331,28 @@ mod tests {
         let result = write_new_key(dir.path(), &other);
 
         assert!(matches!(result, Err(StoreError::Exists { .. })));
-        let (ring, _) = (read_dir(dir.path()).expect("reads").parse().expect("parses"), ());
+        let (ring, _) = (
+            read_dir(dir.path())
+                .expect("reads")
+                .parse()
+                .expect("parses"),
+            (),
+        );
         assert_eq!(ring.get("k1").expect("present").secret(), key.secret());
-        assert_eq!(fs::read_dir(dir.path()).expect("lists").count(), 1, "temporary file left");
+        assert_eq!(
+            fs::read_dir(dir.path()).expect("lists").count(),
+            1,
+            "temporary file left"
+        );
     }
 
     #[test]
     fn generated_secret_length_follows_alg() {
-        for (alg, len) in [(Algorithm::HS256, 32), (Algorithm::HS384, 48), (Algorithm::HS512, 64)] {
+        for (alg, len) in [
+            (Algorithm::HS256, 32),
+            (Algorithm::HS384, 48),
+            (Algorithm::HS512, 64),
+        ] {
             let key = generate_key(None, alg, now(), None, None).expect("generates");
 
             assert_eq!(key.secret().len(), len, "{alg:?}");
@@ -356,8 +374,14 @@ mod tests {
     #[test]
     fn file_name_must_match_kid() {
         let dir = tempfile::tempdir().expect("temp dir");
-        let key = generate_key(Some("k1".into()), Algorithm::HS256, now(), Some(now()), None)
-            .expect("generates");
+        let key = generate_key(
+            Some("k1".into()),
+            Algorithm::HS256,
+            now(),
+            Some(now()),
+            None,
+        )
+        .expect("generates");
         write_new_key(dir.path(), &key).expect("writes");
         fs::rename(dir.path().join("k1.json"), dir.path().join("k2.json")).expect("renames");
 
@@ -382,8 +406,14 @@ mod tests {
     #[test]
     fn digest_follows_content() {
         let dir = tempfile::tempdir().expect("temp dir");
-        let key = generate_key(Some("k1".into()), Algorithm::HS256, now(), Some(now()), None)
-            .expect("generates");
+        let key = generate_key(
+            Some("k1".into()),
+            Algorithm::HS256,
+            now(),
+            Some(now()),
+            None,
+        )
+        .expect("generates");
         write_new_key(dir.path(), &key).expect("writes");
         let before = read_dir(dir.path()).expect("reads").digest();
 

@@ -4,8 +4,8 @@
 use std::borrow::Cow;
 use std::fmt;
 
-use serde::de::{self, Deserializer, IgnoredAny, Visitor};
 use serde::Deserialize;
+use serde::de::{self, Deserializer, IgnoredAny, Visitor};
 
 /// The JOSE header members verification reads; others are ignored, as
 /// RFC 7515 allows, except `crit`, whose presence alone rejects the token.
@@ -109,8 +109,8 @@ mod tests {
 
     #[test]
     fn claims_accept_fractional_dates() {
-        let claims: Claims = serde_json::from_str(r#"{"exp":1800000000.5,"x":{"y":[1]}}"#)
-            .expect("valid claims");
+        let claims: Claims =
+            serde_json::from_str(r#"{"exp":1800000000.5,"x":{"y":[1]}}"#).expect("valid claims");
 
         assert_eq!(claims.exp, Some(1_800_000_000.5));
         assert!(claims.nbf.is_none());
@@ -125,7 +125,11 @@ mod tests {
 
     #[test]
     fn header_requires_string_kid() {
-        for json in [r#"{"alg":"HS256"}"#, r#"{"alg":"HS256","kid":1}"#, r#"{"alg":"HS256","kid":null}"#] {
+        for json in [
+            r#"{"alg":"HS256"}"#,
+            r#"{"alg":"HS256","kid":1}"#,
+            r#"{"alg":"HS256","kid":null}"#,
+        ] {
             assert!(serde_json::from_str::<JoseHeader>(json).is_err(), "{json}");
         }
     }

@@ -37,7 +37,11 @@ pub enum MintError {
 
 /// Mints a token signed by `key`: header `alg`, `typ`, `kid`; claims `iss`,
 /// `jti` (128 random bits from the OS CSPRNG, base64url), `iat` and `exp`.
-pub fn mint_token(key: &Key, policy: &TokenPolicy, now: DateTime<Utc>) -> Result<Minted, MintError> {
+pub fn mint_token(
+    key: &Key,
+    policy: &TokenPolicy,
+    now: DateTime<Utc>,
+) -> Result<Minted, MintError> {
     let mut session_id = [0u8; SESSION_ID_BYTES];
     getrandom::fill(&mut session_id).map_err(MintError::Random)?;
 
@@ -106,7 +110,10 @@ mod tests {
         assert_eq!(claims["iat"], NOW);
         assert_eq!(claims["exp"], NOW + 3600);
         let jti = claims["jti"].as_str().expect("jti is a string");
-        assert_eq!(URL_SAFE_NO_PAD.decode(jti).expect("base64url").len(), SESSION_ID_BYTES);
+        assert_eq!(
+            URL_SAFE_NO_PAD.decode(jti).expect("base64url").len(),
+            SESSION_ID_BYTES
+        );
     }
 
     #[test]

@@ -95,7 +95,11 @@ pub fn verify_token(
     if header.crit.is_some() {
         return Err(Rejection::UnsupportedCritical);
     }
-    if header.typ.as_deref().is_some_and(|typ| !typ.eq_ignore_ascii_case("JWT")) {
+    if header
+        .typ
+        .as_deref()
+        .is_some_and(|typ| !typ.eq_ignore_ascii_case("JWT"))
+    {
         return Err(Rejection::Malformed);
     }
 
@@ -134,7 +138,10 @@ pub fn verify_token(
 /// base64url alphabet. Padding, whitespace and a fourth segment are rejected.
 fn split_segments(token: &str) -> Result<[&str; 3], Rejection> {
     let bytes = token.as_bytes();
-    if !bytes.iter().all(|&b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.')) {
+    if !bytes
+        .iter()
+        .all(|&b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+    {
         return Err(Rejection::Malformed);
     }
     let mut parts = token.split('.');
@@ -149,16 +156,26 @@ fn split_segments(token: &str) -> Result<[&str; 3], Rejection> {
 /// Decodes one segment; non-canonical encodings (non-zero trailing bits,
 /// impossible lengths) are rejected, so every token has one spelling.
 fn decode_segment(segment: &str) -> Result<Vec<u8>, Rejection> {
-    URL_SAFE_NO_PAD.decode(segment).map_err(|_| Rejection::Malformed)
+    URL_SAFE_NO_PAD
+        .decode(segment)
+        .map_err(|_| Rejection::Malformed)
 }
 
 /// Checks the registered claims; returns `exp`.
-fn check_claims(claims: &Claims, policy: &TokenPolicy, now: DateTime<Utc>) -> Result<f64, Rejection> {
+fn check_claims(
+    claims: &Claims,
+    policy: &TokenPolicy,
+    now: DateTime<Utc>,
+) -> Result<f64, Rejection> {
     let (Some(exp), Some(iat)) = (claims.exp, claims.iat) else {
         return Err(Rejection::InvalidClaims);
     };
     let dates = [Some(exp), Some(iat), claims.nbf];
-    if dates.iter().flatten().any(|d| !(0.0..=MAX_NUMERIC_DATE).contains(d)) {
+    if dates
+        .iter()
+        .flatten()
+        .any(|d| !(0.0..=MAX_NUMERIC_DATE).contains(d))
+    {
         return Err(Rejection::InvalidClaims);
     }
     if claims.jti.as_deref().is_none_or(str::is_empty) || claims.aud.is_some() {

@@ -68,7 +68,12 @@ fn tampered_claims_rejected() {
     let parts: Vec<&str> = token.split('.').collect();
     let mut c = claims();
     c["exp"] = json!(NOW + 999_999);
-    let tampered = format!("{}.{}.{}", parts[0], URL_SAFE_NO_PAD.encode(c.to_string()), parts[2]);
+    let tampered = format!(
+        "{}.{}.{}",
+        parts[0],
+        URL_SAFE_NO_PAD.encode(c.to_string()),
+        parts[2]
+    );
 
     assert_eq!(verify(&tampered).unwrap_err(), Rejection::BadSignature);
 }
@@ -85,7 +90,11 @@ fn algorithm_is_pinned_by_key() {
     for (alg, description) in cases {
         let token = with_header("alg", json!(alg));
 
-        assert_eq!(verify(&token).unwrap_err(), Rejection::WrongAlgorithm, "{description}");
+        assert_eq!(
+            verify(&token).unwrap_err(),
+            Rejection::WrongAlgorithm,
+            "{description}"
+        );
     }
 }
 
@@ -94,8 +103,16 @@ fn unsigned_none_token_rejected() {
     let h = URL_SAFE_NO_PAD.encode(json!({"alg": "none", "kid": "k1"}).to_string());
     let c = URL_SAFE_NO_PAD.encode(claims().to_string());
 
-    assert_eq!(verify(&format!("{h}.{c}.")).unwrap_err(), Rejection::Malformed, "empty signature");
-    assert_eq!(verify(&format!("{h}.{c}")).unwrap_err(), Rejection::Malformed, "two segments");
+    assert_eq!(
+        verify(&format!("{h}.{c}.")).unwrap_err(),
+        Rejection::Malformed,
+        "empty signature"
+    );
+    assert_eq!(
+        verify(&format!("{h}.{c}")).unwrap_err(),
+        Rejection::Malformed,
+        "two segments"
+    );
 }
 
 #[test]
@@ -136,16 +153,28 @@ fn missing_kid_rejected() {
 
 #[test]
 fn crit_and_typ_checked() {
-    assert_eq!(verify(&with_header("crit", json!(["exp"]))).unwrap_err(), Rejection::UnsupportedCritical);
-    assert_eq!(verify(&with_header("typ", json!("JOSE+JSON"))).unwrap_err(), Rejection::Malformed);
-    assert!(verify(&with_header("typ", json!("jwt"))).is_ok(), "typ is case-insensitive");
+    assert_eq!(
+        verify(&with_header("crit", json!(["exp"]))).unwrap_err(),
+        Rejection::UnsupportedCritical
+    );
+    assert_eq!(
+        verify(&with_header("typ", json!("JOSE+JSON"))).unwrap_err(),
+        Rejection::Malformed
+    );
+    assert!(
+        verify(&with_header("typ", json!("jwt"))).is_ok(),
+        "typ is case-insensitive"
+    );
 }
 
 #[test]
 fn embedded_key_ignored() {
     let token = with_header("jwk", json!({"kty": "oct", "k": "AAAA"}));
 
-    assert!(verify(&token).is_ok(), "jwk header must not change which key verifies");
+    assert!(
+        verify(&token).is_ok(),
+        "jwk header must not change which key verifies"
+    );
 }
 
 #[test]
@@ -157,9 +186,18 @@ fn encoding_tricks_rejected() {
         (format!("{token}."), "fourth segment"),
         (format!(" {token}"), "leading space"),
         (format!("{token}="), "padding on signature"),
-        (format!("{padded_header}.{}.{}", parts[1], parts[2]), "padded header"),
-        (token.replace('-', "+").replace('_', "/"), "standard alphabet"),
-        (format!("{}.{}.{}", parts[0], parts[1], &parts[2][..42]), "short signature"),
+        (
+            format!("{padded_header}.{}.{}", parts[1], parts[2]),
+            "padded header",
+        ),
+        (
+            token.replace('-', "+").replace('_', "/"),
+            "standard alphabet",
+        ),
+        (
+            format!("{}.{}.{}", parts[0], parts[1], &parts[2][..42]),
+            "short signature",
+        ),
         (format!("{}..{}", parts[0], parts[2]), "empty claims"),
         ("a.b.c".to_owned(), "garbage"),
         (String::new(), "empty"),
@@ -202,17 +240,42 @@ fn oversize_rejected_before_decoding() {
 #[test]
 fn claim_types_checked() {
     let cases = [
-        ("exp", json!("1800003600"), Rejection::InvalidClaims, "string exp"),
+        (
+            "exp",
+            json!("1800003600"),
+            Rejection::InvalidClaims,
+            "string exp",
+        ),
         ("exp", json!(null), Rejection::InvalidClaims, "null exp"),
         ("exp", json!(-1), Rejection::InvalidClaims, "negative exp"),
-        ("exp", json!(1e300), Rejection::InvalidClaims, "exp past year 9999"),
+        (
+            "exp",
+            json!(1e300),
+            Rejection::InvalidClaims,
+            "exp past year 9999",
+        ),
         ("iat", json!(true), Rejection::InvalidClaims, "boolean iat"),
         ("nbf", json!("0"), Rejection::InvalidClaims, "string nbf"),
-        ("iss", json!(["sessiond"]), Rejection::InvalidClaims, "array iss"),
-        ("iss", json!("other"), Rejection::WrongIssuer, "other issuer"),
+        (
+            "iss",
+            json!(["sessiond"]),
+            Rejection::InvalidClaims,
+            "array iss",
+        ),
+        (
+            "iss",
+            json!("other"),
+            Rejection::WrongIssuer,
+            "other issuer",
+        ),
         ("jti", json!(""), Rejection::InvalidClaims, "empty jti"),
         ("jti", json!(7), Rejection::InvalidClaims, "numeric jti"),
-        ("aud", json!("shop"), Rejection::InvalidClaims, "audience present"),
+        (
+            "aud",
+            json!("shop"),
+            Rejection::InvalidClaims,
+            "audience present",
+        ),
     ];
     for (name, value, expected, description) in cases {
         let token = with_claim(name, value);
@@ -241,7 +304,12 @@ fn time_edges_follow_leeway() {
         ("exp", json!(NOW - leeway), false, "exp at leeway"),
         ("iat", json!(NOW + leeway), true, "iat at leeway ahead"),
         ("iat", json!(NOW + leeway + 1), false, "iat beyond leeway"),
-        ("iat", json!(NOW as f64 + 30.5), false, "fractional iat beyond leeway"),
+        (
+            "iat",
+            json!(NOW as f64 + 30.5),
+            false,
+            "fractional iat beyond leeway",
+        ),
         ("nbf", json!(NOW + leeway), true, "nbf at leeway ahead"),
         ("nbf", json!(NOW + leeway + 1), false, "nbf beyond leeway"),
         ("exp", json!(NOW as f64 + 0.5), true, "fractional exp"),
@@ -259,8 +327,14 @@ fn time_edges_follow_leeway() {
 
 #[test]
 fn expired_and_future_reasons() {
-    assert_eq!(verify(&with_claim("exp", json!(NOW - 3600))).unwrap_err(), Rejection::Expired);
-    assert_eq!(verify(&with_claim("nbf", json!(NOW + 600))).unwrap_err(), Rejection::NotYetValid);
+    assert_eq!(
+        verify(&with_claim("exp", json!(NOW - 3600))).unwrap_err(),
+        Rejection::Expired
+    );
+    assert_eq!(
+        verify(&with_claim("nbf", json!(NOW + 600))).unwrap_err(),
+        Rejection::NotYetValid
+    );
 }
 
 #[test]
@@ -273,7 +347,11 @@ fn lifetime_capped() {
     let empty = craft(&header(), &c, Algorithm::HS256, 1);
 
     assert_eq!(verify(&too_long).unwrap_err(), Rejection::LifetimeTooLong);
-    assert_eq!(verify(&empty).unwrap_err(), Rejection::InvalidClaims, "exp equal to iat");
+    assert_eq!(
+        verify(&empty).unwrap_err(),
+        Rejection::InvalidClaims,
+        "exp equal to iat"
+    );
 }
 
 #[test]
@@ -292,7 +370,11 @@ fn claims_not_object_rejected() {
     for claims in [json!([1]), json!("x"), json!(null)] {
         let token = craft(&header(), &claims, Algorithm::HS256, 1);
 
-        assert_eq!(verify(&token).unwrap_err(), Rejection::InvalidClaims, "{claims}");
+        assert_eq!(
+            verify(&token).unwrap_err(),
+            Rejection::InvalidClaims,
+            "{claims}"
+        );
     }
 }
 
@@ -322,7 +404,10 @@ fn accepted_tokens_pass_library_validation() {
         let theirs = decode::<Value>(&token, &library_key, &validation);
 
         assert!(ours.is_ok(), "{ours:?}");
-        assert!(theirs.is_ok(), "jsonwebtoken rejected a token sessiond accepts: {theirs:?}");
+        assert!(
+            theirs.is_ok(),
+            "jsonwebtoken rejected a token sessiond accepts: {theirs:?}"
+        );
     }
 }
 
@@ -333,7 +418,8 @@ fn header_not_object_rejected() {
     let k = key("k1", Algorithm::HS256, 1);
     let input = format!("{h}.{c}");
     let signature =
-        jsonwebtoken::crypto::sign(input.as_bytes(), k.encoding_key(), Algorithm::HS256).expect("signs");
+        jsonwebtoken::crypto::sign(input.as_bytes(), k.encoding_key(), Algorithm::HS256)
+            .expect("signs");
 
     let result = verify(&format!("{input}.{signature}"));
 

@@ -1,0 +1,144 @@
+//! `GET /ccstore/v1/metering/session` (maintainSession): keeps a valid token
+//! as it is, or starts a new session with a freshly minted token.
+
+pub mod cookie;
+pub mod source;
+
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::{HttpRequest, HttpResponse, web};
+use chrono::{DateTime, Utc};
+
+use crate::error::{ApiError, ErrorCode};
+use crate::keys::KeyRing;
+use crate::state::AppState;
+use crate::token::{Rejection, TokenPolicy, Verified, mint_token, verify_token};
+use source::{TOKEN_HEADER, TokenSource, token_source, uses_header};
+
+/// Path of the endpoint.
+pub const SESSION_PATH: &str = "/ccstore/v1/metering/session";
+
+const VALID_BODY: &str = r#"{"valid":true}"#;
+const INVALID_BODY: &str = r#"{"valid":false}"#;
+
+/// What the request's token amounts to.
+enum Check<'a> {
+    Valid { token: &'a str, verified: Verified },
+    Invalid { reason: &'static str },
+}
+
+/// The handler, for GET and HEAD alike.
+pub async fn maintain_session(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let now = state.clock.now();
+    let source = token_source(req.headers());
+    let echo = uses_header(req.headers());
+
+    let mut ring = state.keys.load();
+    let mut check = check_source(&source, &ring, &state.policy, now);
+    if matches!(check, Check::Invalid { reason } if reason == Rejection::UnknownKid.reason())
+        && state.keys.reload_for_unknown_kid(now).await
+    {
+        ring = state.keys.load();
+        check = check_source(&source, &ring, &state.policy, now);
+    }
+
+    match check {
+        Check::Valid { token, verified } => {
+            log::debug!(
+                "outcome=valid source={} kid={}",
+                source.label(),
+                verified.kid
+            );
+            let max_age = ((verified.exp - now.timestamp() as f64).floor() as i64).max(1);
+            session_response(&state, token, max_age, true, echo)
+        }
+        Check::Invalid { reason } => {
+            let Some(key) = ring.signing_key(now) else {
+                log::error!(
+                    "outcome=unavailable reason=no_signing_key source={}",
+                    source.label()
+                );
+                return Err(ApiError::new(
+                    ErrorCode::ServiceUnavailable,
+                    "No key can sign a new session now.",
+                ));
+            };
+            let minted = mint_token(key, &state.policy, now).map_err(|e| {
+                log::error!("outcome=error reason=mint_failed kid={} error={e}", key.kid);
+                ApiError::new(ErrorCode::Internal, "The session could not be started.")
+            })?;
+            log::debug!(
+                "outcome=new_session reason={reason} source={} kid={}",
+                source.label(),
+                key.kid
+            );
+            session_response(&state, &minted.token, state.policy.ttl_secs, false, echo)
+        }
+    }
+}
+
+/// Verifies the candidates of `source`; of several cookies the first valid
+/// one wins, else the first one's reason is reported.
+fn check_source<'a>(
+    source: &TokenSource<'a>,
+    ring: &KeyRing,
+    policy: &TokenPolicy,
+    now: DateTime<Utc>,
+) -> Check<'a> {
+    let candidates: &[&'a str] = match source {
+        TokenSource::Header(token) => std::slice::from_ref(token),
+        TokenSource::Cookies(tokens) => tokens,
+        TokenSource::AmbiguousHeader => {
+            return Check::Invalid {
+                reason: "ambiguous_header",
+            };
+        }
+        TokenSource::Absent => return Check::Invalid { reason: "absent" },
+    };
+    let mut first_rejection = None;
+    for &token in candidates {
+        match verify_token(token, ring, policy, now) {
+            Ok(verified) => return Check::Valid { token, verified },
+            Err(rejection) => {
+                first_rejection.get_or_insert(rejection);
+            }
+        }
+    }
+    Check::Invalid {
+        reason: first_rejection.map_or("absent", Rejection::reason),
+    }
+}
+
+fn session_response(
+    state: &AppState,
+    token: &str,
+    max_age_secs: i64,
+    valid: bool,
+    echo: bool,
+) -> Result<HttpResponse, ApiError> {
+    let cookie = state
+        .cookie
+        .set_cookie(token, max_age_secs)
+        .ok_or_else(|| {
+            log::error!("outcome=error reason=token_not_header_safe");
+            ApiError::new(ErrorCode::Internal, "The session could not be returned.")
+        })?;
+
+    let mut response = HttpResponse::Ok();
+    response
+        .insert_header((
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        ))
+        .insert_header((header::CACHE_CONTROL, HeaderValue::from_static("no-store")))
+        .insert_header((header::SET_COOKIE, cookie));
+    if echo {
+        // The token is base64url and dots here, so it is a valid header value.
+        if let Ok(value) = HeaderValue::from_str(token) {
+            response.insert_header((TOKEN_HEADER.clone(), value));
+        }
+    }
+    Ok(response.body(if valid { VALID_BODY } else { INVALID_BODY }))
+}

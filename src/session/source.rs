@@ -1,0 +1,214 @@
+//! Where a request carries its session token: the `X-CC-Session-Token`
+//! header when present with a non-blank value, otherwise the
+//! `session_token-store` cookie. A present header is never backed up by the
+//! cookie.
+
+use actix_web::http::header::{self, HeaderMap, HeaderName};
+
+use super::cookie::COOKIE_NAME;
+
+/// Request header that carries the token for clients without cookies.
+pub static TOKEN_HEADER: HeaderName = HeaderName::from_static("x-cc-session-token");
+
+/// Most cookies of our name tried per request; a request with more is not
+/// a browser's and gets no more work.
+pub const MAX_COOKIE_CANDIDATES: usize = 8;
+
+/// The token candidates of one request.
+#[derive(Debug, PartialEq, Eq)]
+pub enum TokenSource<'a> {
+    /// One `X-CC-Session-Token` field with a non-blank value, trimmed.
+    Header(&'a str),
+    /// Several `X-CC-Session-Token` fields, or a value that is not visible
+    /// ASCII: never guessed at, so the session is renewed.
+    AmbiguousHeader,
+    /// Values of `session_token-store` cookies, in request order (at most
+    /// [`MAX_COOKIE_CANDIDATES`]).
+    Cookies(Vec<&'a str>),
+    /// No token at all.
+    Absent,
+}
+
+impl TokenSource<'_> {
+    /// The source as written in logs.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Self::Header(_) | Self::AmbiguousHeader => "header",
+            Self::Cookies(_) => "cookie",
+            Self::Absent => "none",
+        }
+    }
+}
+
+/// True when the request has an `X-CC-Session-Token` field, even an empty
+/// one: such a client reads its token from the response header.
+pub fn uses_header(headers: &HeaderMap) -> bool {
+    headers.contains_key(&TOKEN_HEADER)
+}
+
+/// Finds the token candidates of a request.
+pub fn token_source(headers: &HeaderMap) -> TokenSource<'_> {
+    let mut fields = headers.get_all(&TOKEN_HEADER);
+    if let Some(first) = fields.next() {
+        if fields.next().is_some() {
+            return TokenSource::AmbiguousHeader;
+        }
+        match first.to_str().map(str::trim) {
+            Ok("") => {}
+            Ok(value) => return TokenSource::Header(value),
+            Err(_) => return TokenSource::AmbiguousHeader,
+        }
+    }
+
+    let candidates: Vec<&str> = cookie_values(headers).take(MAX_COOKIE_CANDIDATES).collect();
+    if candidates.is_empty() {
+        TokenSource::Absent
+    } else {
+        TokenSource::Cookies(candidates)
+    }
+}
+
+/// Values of every `session_token-store` cookie in every `Cookie` field.
+/// A pair that cannot be read is skipped, so one broken cookie beside ours
+/// does not end the session. One pair of double quotes is removed (RFC 6265
+/// allows quoted values); percent-encoding is left as it is.
+fn cookie_values(headers: &HeaderMap) -> impl Iterator<Item = &str> {
+    headers
+        .get_all(header::COOKIE)
+        .flat_map(|field| field.as_bytes().split(|&b| b == b';'))
+        .filter_map(|pair| {
+            let pair = pair.trim_ascii();
+            let eq = pair.iter().position(|&b| b == b'=')?;
+            let (name, value) = (pair[..eq].trim_ascii(), pair[eq + 1..].trim_ascii());
+            if name != COOKIE_NAME.as_bytes() {
+                return None;
+            }
+            let value = match value {
+                [b'"', inner @ .., b'"'] => inner,
+                other => other,
+            };
+            std::str::from_utf8(value).ok().filter(|v| !v.is_empty())
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use actix_web::http::header::HeaderValue;
+
+    use super::*;
+
+    fn headers(fields: &[(&str, &[u8])]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (name, value) in fields {
+            map.append(
+                HeaderName::from_bytes(name.as_bytes()).expect("valid name"),
+                HeaderValue::from_bytes(value).expect("valid value"),
+            );
+        }
+        map
+    }
+
+    #[test]
+    fn header_takes_precedence() {
+        let map = headers(&[
+            ("x-cc-session-token", b" h.t.v "),
+            ("cookie", b"session_token-store=c.t.v"),
+        ]);
+
+        assert_eq!(token_source(&map), TokenSource::Header("h.t.v"));
+    }
+
+    #[test]
+    fn blank_header_falls_back_to_cookie() {
+        let map = headers(&[
+            ("x-cc-session-token", b"  "),
+            ("cookie", b"session_token-store=c"),
+        ]);
+
+        assert_eq!(token_source(&map), TokenSource::Cookies(vec!["c"]));
+        assert!(uses_header(&map));
+    }
+
+    #[test]
+    fn repeated_header_is_ambiguous() {
+        let map = headers(&[("x-cc-session-token", b"a"), ("x-cc-session-token", b"a")]);
+
+        assert_eq!(token_source(&map), TokenSource::AmbiguousHeader);
+    }
+
+    #[test]
+    fn non_ascii_header_is_ambiguous() {
+        let map = headers(&[("x-cc-session-token", b"\xff\xfe")]);
+
+        assert_eq!(token_source(&map), TokenSource::AmbiguousHeader);
+    }
+
+    #[test]
+    fn cookies_in_order_across_fields() {
+        let map = headers(&[
+            ("cookie", b"a=1; session_token-store=first; b=2"),
+            ("cookie", b"session_token-store=\"second\""),
+        ]);
+
+        assert_eq!(
+            token_source(&map),
+            TokenSource::Cookies(vec!["first", "second"])
+        );
+    }
+
+    #[test]
+    fn broken_cookie_beside_ours_ignored() {
+        let map = headers(&[(
+            "cookie",
+            b"garbage; =x; \xff=\xfe; session_token-store=t; ;",
+        )]);
+
+        assert_eq!(token_source(&map), TokenSource::Cookies(vec!["t"]));
+    }
+
+    #[test]
+    fn cookie_name_is_exact() {
+        let map = headers(&[(
+            "cookie",
+            b"Session_token-store=a; session_token-storex=b; xsession_token-store=c",
+        )]);
+
+        assert_eq!(token_source(&map), TokenSource::Absent);
+    }
+
+    #[test]
+    fn only_one_quote_pair_removed() {
+        let map = headers(&[(
+            "cookie",
+            b"session_token-store=\"\"t\"\"; session_token-store=\"u",
+        )]);
+
+        assert_eq!(
+            token_source(&map),
+            TokenSource::Cookies(vec!["\"t\"", "\"u"])
+        );
+    }
+
+    #[test]
+    fn percent_encoding_kept() {
+        let map = headers(&[("cookie", b"session_token-store=a%2Eb")]);
+
+        assert_eq!(token_source(&map), TokenSource::Cookies(vec!["a%2Eb"]));
+    }
+
+    #[test]
+    fn candidates_capped() {
+        let many = "session_token-store=x; ".repeat(20);
+        let map = headers(&[("cookie", many.as_bytes())]);
+
+        let TokenSource::Cookies(candidates) = token_source(&map) else {
+            panic!("cookies expected");
+        };
+        assert_eq!(candidates.len(), MAX_COOKIE_CANDIDATES);
+    }
+
+    #[test]
+    fn nothing_is_absent() {
+        assert_eq!(token_source(&HeaderMap::new()), TokenSource::Absent);
+    }
+}
