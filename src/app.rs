@@ -104,6 +104,7 @@ impl Application {
             policy: config.policy.clone(),
             cookie: config.cookie.clone(),
             clock,
+            admin_credential: config.admin_credential.clone(),
         });
 
         let (public_listener, public_addr) = bind(config.bind)?;

@@ -107,6 +107,8 @@ pub struct ApiError {
     pub dev_message: Option<Cow<'static, str>>,
     pub error_path: Option<String>,
     pub errors: Vec<ApiError>,
+    /// Methods for the `Allow` header of a 405.
+    pub allow: Option<&'static str>,
 }
 
 impl ApiError {
@@ -117,7 +119,18 @@ impl ApiError {
             dev_message: None,
             error_path: None,
             errors: Vec::new(),
+            allow: None,
         }
+    }
+
+    /// A 405 for a path that accepts only `allow` (for example "GET, HEAD").
+    pub fn method_not_allowed(allow: &'static str) -> Self {
+        let mut error = Self::new(
+            ErrorCode::MethodNotAllowed,
+            format!("Only {allow} allowed on this path."),
+        );
+        error.allow = Some(allow);
+        error
     }
 
     pub fn with_dev_message(mut self, dev_message: impl Into<Cow<'static, str>>) -> Self {
@@ -176,8 +189,8 @@ impl ResponseError for ApiError {
         if self.code == ErrorCode::Unauthorized {
             response.insert_header((header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer")));
         }
-        if self.code == ErrorCode::MethodNotAllowed {
-            response.insert_header((header::ALLOW, HeaderValue::from_static("GET, HEAD")));
+        if let Some(allow) = self.allow {
+            response.insert_header((header::ALLOW, HeaderValue::from_static(allow)));
         }
         let mut response = response.json(self.body());
         response.extensions_mut().insert(HasErrorModel);

@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Duration, Utc};
 
+use crate::admin::credential::AdminCredential;
 use crate::keys::live::LiveRing;
 use crate::session::cookie::CookieSettings;
 use crate::token::TokenPolicy;
@@ -34,4 +35,6 @@ pub struct AppState {
     pub policy: TokenPolicy,
     pub cookie: CookieSettings,
     pub clock: Clock,
+    /// Admin bearer credential; `None` disables the key operations.
+    pub admin_credential: Option<AdminCredential>,
 }

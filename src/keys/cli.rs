@@ -221,8 +221,11 @@ fn has_signing_key(dir: &std::path::Path, now: DateTime<Utc>) -> bool {
 fn print_change(verb: &str, info: &KeyInfo) {
     let sign_from = info.sign_from.as_deref().unwrap_or("never (verify only)");
     println!(
-        "{verb} {} ({}, state {:?}, signs from {sign_from}, fingerprint {})",
-        info.kid, info.alg, info.state, info.fingerprint
+        "{verb} {} ({}, state {}, signs from {sign_from}, fingerprint {})",
+        info.kid,
+        info.alg,
+        info.state.as_str(),
+        info.fingerprint
     );
 }
 
@@ -236,12 +239,11 @@ fn print_list(keys: &[KeyInfo], json: bool) {
         "KID", "ALG", "STATE", "SIGN_FROM", "VERIFY_UNTIL"
     );
     for key in keys {
-        let state = serde_json::to_value(key.state).unwrap_or_default();
         println!(
             "{:<24} {:<6} {:<10} {:<21} {:<21} {}",
             key.kid,
             key.alg,
-            state.as_str().unwrap_or("?"),
+            key.state.as_str(),
             key.sign_from.as_deref().unwrap_or("-"),
             key.verify_until.as_deref().unwrap_or("-"),
             key.fingerprint

@@ -137,7 +137,10 @@ impl LiveRing {
                 log::info!("keys reloaded trigger=unknown_kid {}", self.summary(now));
                 true
             }
-            Ok(Ok(ReloadOutcome::Unchanged)) => false,
+            Ok(Ok(ReloadOutcome::Unchanged)) => {
+                log::debug!("keys unchanged trigger=unknown_kid");
+                false
+            }
             Ok(Err(e)) => {
                 log::warn!(
                     "keys reload failed trigger=unknown_kid error={e}; keeping the loaded keys"

@@ -52,6 +52,18 @@ pub enum KeyState {
     Retired,
 }
 
+impl KeyState {
+    /// The state as written in JSON and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Scheduled => "scheduled",
+            Self::Signing => "signing",
+            Self::Verifying => "verifying",
+            Self::Retired => "retired",
+        }
+    }
+}
+
 impl Key {
     pub fn new(
         kid: String,

@@ -33,10 +33,14 @@ pub struct TestServer {
     _workdir: tempfile::TempDir,
 }
 
+/// The admin credential of servers started with [`ServerBuilder::admin`].
+pub const ADMIN_TOKEN: &str = "test-admin-credential-0123456789abcdef";
+
 /// Options of a server to start.
 pub struct ServerBuilder {
     env: Vec<(String, String)>,
     keys_dir: Option<PathBuf>,
+    admin: bool,
 }
 
 impl TestServer {
@@ -49,6 +53,7 @@ impl TestServer {
         ServerBuilder {
             env: Vec::new(),
             keys_dir: None,
+            admin: false,
         }
     }
 
@@ -113,6 +118,12 @@ impl ServerBuilder {
         self
     }
 
+    /// Enables the admin key operations with [`ADMIN_TOKEN`].
+    pub fn admin(mut self) -> Self {
+        self.admin = true;
+        self
+    }
+
     /// Uses `dir` as the keys folder instead of a new empty one.
     pub fn keys_dir(mut self, dir: &Path) -> Self {
         self.keys_dir = Some(dir.to_path_buf());
@@ -140,6 +151,11 @@ impl ServerBuilder {
             .env("RUST_LOG", "debug")
             .stderr(Stdio::piped())
             .stdout(Stdio::null());
+        if self.admin {
+            let file = workdir.path().join("admin.token");
+            std::fs::write(&file, format!("{ADMIN_TOKEN}\n")).expect("writes admin token");
+            command.env("SESSIOND_ADMIN_TOKEN_FILE", &file);
+        }
         for (name, value) in &self.env {
             command.env(name, value);
         }
