@@ -171,7 +171,7 @@ impl KeyFile {
         }
     }
 
-    /// Serializes with RFC 3339 times in whole seconds, pretty-printed.
+    /// Serializes with RFC 3339 times, pretty-printed.
     pub fn to_json(&self) -> Zeroizing<Vec<u8>> {
         let mut value = serde_json::json!({
             "kty": self.kty,
@@ -196,9 +196,10 @@ impl KeyFile {
     }
 }
 
-/// Formats an instant as RFC 3339 in UTC with whole seconds.
+/// Formats an instant as RFC 3339 in UTC; fractional seconds only when non-zero,
+/// so two keys activated within one second still have distinct times.
 pub fn rfc3339(at: DateTime<Utc>) -> String {
-    at.to_rfc3339_opts(SecondsFormat::Secs, true)
+    at.to_rfc3339_opts(SecondsFormat::AutoSi, true)
 }
 
 #[cfg(test)]

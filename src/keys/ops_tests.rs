@@ -197,3 +197,20 @@ fn concurrent_creates_lose_no_key() {
 
     assert_eq!(ops.list(at(0)).expect("lists").len(), 40);
 }
+
+#[test]
+fn activate_within_same_second_switches_signer() {
+    let (_dir, ops) = folder();
+    ops.create(new_key("b", Some(at(0))), at(0))
+        .expect("creates");
+    ops.create(new_key("a", None), at(0)).expect("creates");
+    let later = at(0) + chrono::Duration::milliseconds(250);
+
+    let info = ops.activate("a", later, later).expect("activates");
+
+    assert_eq!(
+        info.state,
+        KeyState::Signing,
+        "a key activated 250 ms later does not sign"
+    );
+}
