@@ -9,7 +9,7 @@ use actix_web::dev::{Server, ServerHandle, ServiceFactory, ServiceRequest, Servi
 use actix_web::{App, HttpRequest, HttpResponse, HttpServer, ResponseError, guard, web};
 
 use crate::config::Config;
-use crate::error::{ApiError, ErrorCode, error_model_middleware};
+use crate::error::{ApiError, error_model_middleware};
 use crate::keys::live::{LiveRing, ReloadOutcome};
 use crate::keys::store::{self, StoreError};
 use crate::session::{SESSION_PATH, maintain_session};
@@ -40,7 +40,7 @@ pub fn public_routes(cfg: &mut web::ServiceConfig) {
     );
 }
 
-/// The public application: routes, errorModel middleware, 404 fallback.
+/// Builds the public application: routes, errorModel middleware, 404 fallback.
 pub fn public_app(
     state: web::Data<AppState>,
 ) -> App<
@@ -60,11 +60,7 @@ pub fn public_app(
 }
 
 async fn method_not_allowed() -> HttpResponse {
-    ApiError::new(
-        ErrorCode::MethodNotAllowed,
-        "Only GET and HEAD are allowed on this path.",
-    )
-    .error_response()
+    ApiError::method_not_allowed("GET, HEAD").error_response()
 }
 
 async fn not_found(req: HttpRequest) -> HttpResponse {

@@ -59,7 +59,7 @@ pub struct ServeArgs {
     /// Clock skew tolerated on exp, iat and nbf, in seconds (0 to 300).
     #[arg(long, env = "SESSIOND_LEEWAY", default_value = "30")]
     pub leeway: String,
-    /// Longest token accepted, in bytes (256 to 16384).
+    /// Maximum token length accepted, in bytes (256 to 16384).
     #[arg(long, env = "SESSIOND_MAX_TOKEN_BYTES", default_value = "4096")]
     pub max_token_bytes: String,
     /// Send the cookie with `Secure` (true or false).
@@ -317,7 +317,8 @@ impl ServeArgs {
     }
 }
 
-/// A host name of letters, digits, hyphens and dots (one leading dot allowed).
+/// Checks that `domain` is a host name of letters, digits, hyphens and dots
+/// (one leading dot allowed).
 fn is_valid_domain(domain: &str) -> bool {
     let name = domain.strip_prefix('.').unwrap_or(domain);
     !name.is_empty()

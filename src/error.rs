@@ -45,7 +45,7 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
-    /// The HTTP status sent with this error.
+    /// Returns the HTTP status sent with this error.
     pub fn status(self) -> StatusCode {
         match self {
             Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
@@ -61,7 +61,7 @@ impl ErrorCode {
         }
     }
 
-    /// The numeric `errorCode` string. 1xxxx: HTTP and service level;
+    /// Returns the numeric `errorCode` string. 1xxxx: HTTP and service level;
     /// 2xxxx: admin API. `Other` carries the HTTP status in its last digits.
     pub fn code(self) -> Cow<'static, str> {
         let code = match self {
@@ -123,11 +123,11 @@ impl ApiError {
         }
     }
 
-    /// A 405 for a path that accepts only `allow` (for example "GET, HEAD").
+    /// Builds a 405 for a path that accepts only `allow` (for example "GET, HEAD").
     pub fn method_not_allowed(allow: &'static str) -> Self {
         let mut error = Self::new(
             ErrorCode::MethodNotAllowed,
-            format!("Only {allow} allowed on this path."),
+            format!("This path allows only {allow}."),
         );
         error.allow = Some(allow);
         error
@@ -148,7 +148,7 @@ impl ApiError {
         self
     }
 
-    /// The default error for a status the framework produced with no body.
+    /// Builds the default error for a status the framework produced with no body.
     pub fn for_status(status: StatusCode, path: &str) -> Self {
         let code = ErrorCode::from_status(status);
         let message = match code {
@@ -217,7 +217,7 @@ pub struct ErrorModel<'a> {
     pub errors: Vec<ErrorModel<'a>>,
 }
 
-/// The RFC 9110 section that defines `status`, used as the errorModel `type`.
+/// Returns the RFC 9110 section that defines `status`, used as the errorModel `type`.
 pub fn type_uri(status: StatusCode) -> &'static str {
     match status.as_u16() {
         400 => "https://www.rfc-editor.org/rfc/rfc9110#section-15.5.1",

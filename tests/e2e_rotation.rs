@@ -38,7 +38,7 @@ fn admin(http: &Client, server: &TestServer, method: &str, path: &str, body: Val
         .expect("admin request")
 }
 
-/// Polls `condition` every 50 ms until it holds or `timeout` passes.
+/// Polls `condition` every 50 ms until it is true or `timeout` passes.
 fn eventually(timeout: Duration, mut condition: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + timeout;
     while Instant::now() < deadline {

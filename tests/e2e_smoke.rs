@@ -30,3 +30,31 @@ fn cookie_session_survives_second_request() {
     );
     assert!(!server.logs().contains(&token), "a token reached the logs");
 }
+
+#[test]
+fn post_gets_405_error_model() {
+    let server = TestServer::start();
+
+    let response = client()
+        .post(server.url("/ccstore/v1/metering/session"))
+        .send()
+        .expect("request");
+
+    assert_eq!(response.status(), 405);
+    assert_eq!(
+        response
+            .headers()
+            .get("allow")
+            .map(|v| v.to_str().unwrap_or("")),
+        Some("GET, HEAD")
+    );
+    let body: serde_json::Value = response.json().expect("errorModel");
+    assert_eq!(body["status"], "405");
+    assert_eq!(body["errorCode"], "10002");
+    assert!(
+        body["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("GET, HEAD")),
+        "{body}"
+    );
+}

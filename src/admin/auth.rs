@@ -1,6 +1,6 @@
 //! Bearer authentication of the admin API (RFC 6750). The scheme name is
 //! matched case-insensitively, as RFC 9110 section 11.1 requires, and every
-//! failure gets the same 401 answer.
+//! failure gets the same 401 response.
 
 use std::fmt;
 use std::future::{Ready, ready};
@@ -106,7 +106,7 @@ fn authenticate(req: &HttpRequest) -> Result<AdminAuth, ApiError> {
     }
 }
 
-/// The one answer to a missing, malformed or wrong credential.
+/// Builds the one response to a missing, malformed or wrong credential.
 pub fn unauthorized() -> ApiError {
     ApiError::new(
         ErrorCode::Unauthorized,

@@ -187,7 +187,7 @@ async fn run_blocking<T: Send + 'static>(
 }
 
 /// Maps an operation error to the client's errorModel. Folder faults are
-/// logged here with their cause and answered with a generic 500.
+/// logged here with their cause and returned as a generic 500.
 fn ops_error(error: OpsError) -> ApiError {
     match &error {
         OpsError::NotFound(kid) => {

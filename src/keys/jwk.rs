@@ -1,5 +1,5 @@
 //! The key file format: one JSON Web Key (RFC 7517, `kty` "oct") per file,
-//! with RFC 3339 lifecycle members that say when the key may sign and until
+//! with RFC 3339 lifecycle members that state when the key may sign and until
 //! when it verifies.
 
 use base64::Engine;
@@ -54,7 +54,7 @@ impl std::fmt::Debug for KeyFile {
     }
 }
 
-/// Why a key file was rejected. The text never contains the secret.
+/// A fault that makes a key file invalid. The text never contains the secret.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum KeyFileFault {
     #[error("not a valid key file: {0}")]
@@ -94,7 +94,7 @@ pub fn parse_algorithm(alg: &str) -> Option<Algorithm> {
     }
 }
 
-/// The JOSE name of an HMAC algorithm.
+/// Returns the JOSE name of an HMAC algorithm.
 pub fn algorithm_name(alg: Algorithm) -> &'static str {
     match alg {
         Algorithm::HS384 => "HS384",
@@ -157,7 +157,7 @@ impl KeyFile {
         ))
     }
 
-    /// The file for `key`, ready to serialize.
+    /// Builds the file for `key`, ready to serialize.
     pub fn from_key(key: &Key) -> Self {
         KeyFile {
             kty: "oct".to_owned(),

@@ -53,7 +53,7 @@ pub enum KeyState {
 }
 
 impl KeyState {
-    /// The state as written in JSON and logs.
+    /// Returns the state as written in JSON and logs.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Scheduled => "scheduled",
@@ -120,7 +120,7 @@ impl Key {
         self.sign_from.is_some_and(|from| from <= now) && self.verifies_at(now)
     }
 
-    /// A copy with other lifecycle times and the same secret.
+    /// Returns a copy with other lifecycle times and the same secret.
     pub fn with_lifecycle(
         &self,
         sign_from: Option<DateTime<Utc>>,
@@ -152,7 +152,7 @@ impl std::fmt::Debug for Key {
 }
 
 /// A domain-separated SHA-256 of the key, hex, first 16 bytes. A 256-bit
-/// random secret cannot be recovered from it; it only tells keys apart.
+/// random secret cannot be recovered from it; it only distinguishes keys.
 fn fingerprint(alg: Algorithm, kid: &str, secret: &[u8]) -> String {
     let mut hasher = Sha256::new();
     hasher.update(b"sessiond key fingerprint v1\0");

@@ -44,7 +44,7 @@ pub struct ServerBuilder {
 }
 
 impl TestServer {
-    /// A server with default settings, debug logs and an empty keys folder.
+    /// Starts a server with default settings, debug logs and an empty keys folder.
     pub fn start() -> TestServer {
         TestServer::builder().start()
     }
@@ -57,12 +57,12 @@ impl TestServer {
         }
     }
 
-    /// The URL of `path` on the public listener.
+    /// Returns the URL of `path` on the public listener.
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.public)
     }
 
-    /// The URL of `path` on the admin listener.
+    /// Returns the URL of `path` on the admin listener.
     pub fn admin_url(&self, path: &str) -> String {
         format!("{}{path}", self.admin)
     }
@@ -200,7 +200,7 @@ impl ServerBuilder {
     }
 }
 
-/// A `sessiond` command in `workdir` with no `SESSIOND_*` variable of the
+/// Builds a `sessiond` command in `workdir` with no `SESSIOND_*` variable of the
 /// test's own environment.
 pub fn sessiond_command(workdir: &Path) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_sessiond"));
@@ -238,7 +238,7 @@ fn wait_for(output: &Output, needle: &str, timeout: Duration) -> bool {
     }
 }
 
-/// A blocking HTTP client that keeps no cookies and follows no redirects.
+/// Builds a blocking HTTP client that keeps no cookies and follows no redirects.
 pub fn client() -> reqwest::blocking::Client {
     reqwest::blocking::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
@@ -247,7 +247,7 @@ pub fn client() -> reqwest::blocking::Client {
         .expect("client builds")
 }
 
-/// The value of our cookie in the `Set-Cookie` header of `response`.
+/// Returns the value of our cookie in the `Set-Cookie` header of `response`.
 pub fn set_cookie_token(response: &reqwest::blocking::Response) -> Option<String> {
     response
         .headers()
