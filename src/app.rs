@@ -10,7 +10,7 @@ use actix_web::{App, HttpRequest, HttpResponse, HttpServer, ResponseError, guard
 
 use crate::config::Config;
 use crate::error::{ApiError, error_model_middleware};
-use crate::keys::live::{LiveRing, ReloadOutcome};
+use crate::keys::live::{LiveRing, ReloadOutcome, log_failure};
 use crate::keys::store::{self, StoreError};
 use crate::session::{SESSION_PATH, maintain_session};
 use crate::state::{AppState, Clock};
@@ -218,9 +218,7 @@ pub async fn reload_now(state: &web::Data<AppState>, trigger: &'static str) {
         Ok(Ok(ReloadOutcome::Unchanged)) => {
             log::debug!("keys unchanged trigger={trigger}");
         }
-        Ok(Err(e)) => {
-            log::warn!("keys reload failed trigger={trigger} error={e}; keeping the loaded keys");
-        }
+        Ok(Err(failure)) => log_failure(trigger, &failure),
         Err(_) => log::error!("keys reload failed trigger={trigger}: the blocking pool is gone"),
     }
 }

@@ -80,7 +80,9 @@ pub async fn create(
     let new = new_key(body.kid, body.alg.as_deref(), sign_from)?;
 
     let ops = KeyOps::new(state.keys.dir());
-    let info = run_blocking(move || ops.create(new, now)).await?;
+    let info = run_blocking(move || ops.create(new, now))
+        .await
+        .inspect_err(|e| audit_failure(&auth, "create", e))?;
     finish(&state, &auth, "create", &info).await;
     Ok(HttpResponse::Created().json(info))
 }
@@ -101,7 +103,9 @@ pub async fn rotate(
     let new = new_key(body.kid, body.alg.as_deref(), None)?;
 
     let ops = KeyOps::new(state.keys.dir());
-    let info = run_blocking(move || ops.rotate(new, at, now)).await?;
+    let info = run_blocking(move || ops.rotate(new, at, now))
+        .await
+        .inspect_err(|e| audit_failure(&auth, "rotate", e))?;
     finish(&state, &auth, "rotate", &info).await;
     Ok(HttpResponse::Created().json(info))
 }
@@ -118,7 +122,9 @@ pub async fn activate(
 
     let ops = KeyOps::new(state.keys.dir());
     let kid = kid.into_inner();
-    let info = run_blocking(move || ops.activate(&kid, at, now)).await?;
+    let info = run_blocking(move || ops.activate(&kid, at, now))
+        .await
+        .inspect_err(|e| audit_failure(&auth, "activate", e))?;
     finish(&state, &auth, "activate", &info).await;
     Ok(HttpResponse::Ok().json(info))
 }
@@ -140,7 +146,9 @@ pub async fn retire(
     let ops = KeyOps::new(state.keys.dir());
     let kid = kid.into_inner();
     let force = body.force;
-    let info = run_blocking(move || ops.retire(&kid, at, force, policy, now)).await?;
+    let info = run_blocking(move || ops.retire(&kid, at, force, policy, now))
+        .await
+        .inspect_err(|e| audit_failure(&auth, "retire", e))?;
     let operation = if force { "retire_forced" } else { "retire" };
     finish(&state, &auth, operation, &info).await;
     Ok(HttpResponse::Ok().json(info))
@@ -149,7 +157,9 @@ pub async fn retire(
 pub async fn prune(auth: AdminAuth, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let ops = KeyOps::new(state.keys.dir());
     let now = state.clock.now();
-    let pruned = run_blocking(move || ops.prune(now)).await?;
+    let pruned = run_blocking(move || ops.prune(now))
+        .await
+        .inspect_err(|e| audit_failure(&auth, "prune", e))?;
     crate::app::reload_now(&state, "admin").await;
     log::info!(
         "admin op=prune kids={} peer={}",
@@ -171,6 +181,16 @@ async fn finish(state: &web::Data<AppState>, auth: &AdminAuth, operation: &str, 
         info.kid,
         info.state.as_str(),
         auth.peer
+    );
+}
+
+/// Writes the audit line of an operation that was rejected or failed.
+fn audit_failure(auth: &AdminAuth, operation: &str, error: &ApiError) {
+    log::info!(
+        "admin op={operation} result=rejected errorCode={} peer={} message={:?}",
+        error.code.code(),
+        auth.peer,
+        error.message
     );
 }
 

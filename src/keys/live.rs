@@ -21,14 +21,29 @@ pub enum ReloadOutcome {
     Unchanged,
 }
 
+/// A failed reload. `repeated` is true when the previous reload failed with
+/// the same message, so callers log a persistent fault once, not every poll.
+#[derive(Debug)]
+pub struct ReloadFailure {
+    pub error: StoreError,
+    pub repeated: bool,
+}
+
+#[derive(Debug)]
+struct ReloadState {
+    /// Digest of the folder content behind the ring in force.
+    digest: String,
+    /// Message of the last failed reload, cleared by a successful one.
+    last_failure: Option<String>,
+}
+
 /// The live ring and what reloads need.
 #[derive(Debug)]
 pub struct LiveRing {
     current: ArcSwap<KeyRing>,
     dir: PathBuf,
-    /// Digest of the folder content behind `current`. Only reloads take this
-    /// lock; requests never do.
-    digest: Mutex<String>,
+    /// What reloads remember. Only reloads take this lock; requests never do.
+    reload_state: Mutex<ReloadState>,
     /// Serialises reloads caused by unknown `kid`s, so concurrent requests
     /// wait for one reload instead of each starting their own.
     unknown_kid_gate: tokio::sync::Mutex<()>,
@@ -43,7 +58,10 @@ impl LiveRing {
         LiveRing {
             current: ArcSwap::from_pointee(ring),
             dir: dir.into(),
-            digest: Mutex::new(digest),
+            reload_state: Mutex::new(ReloadState {
+                digest,
+                last_failure: None,
+            }),
             unknown_kid_gate: tokio::sync::Mutex::new(()),
             last_unknown_kid_reload: AtomicI64::new(i64::MIN),
             reloads: AtomicU64::new(0),
@@ -70,26 +88,28 @@ impl LiveRing {
 
     /// Reads the folder and swaps in its ring if its content changed. On any
     /// fault the ring in force stays and the error is returned.
-    pub fn reload(&self, now: DateTime<Utc>) -> Result<ReloadOutcome, StoreError> {
-        let mut digest = self
-            .digest
+    pub fn reload(&self, now: DateTime<Utc>) -> Result<ReloadOutcome, ReloadFailure> {
+        let mut state = self
+            .reload_state
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let result = self.read_if_changed(&digest, now);
-        match result {
-            Ok(Some((ring, new_digest))) => {
-                self.current.store(Arc::new(ring));
-                *digest = new_digest;
+        match self.read_if_changed(&state.digest, now) {
+            Ok(changed) => {
                 self.reloads.fetch_add(1, Ordering::Relaxed);
+                state.last_failure = None;
+                let Some((ring, digest)) = changed else {
+                    return Ok(ReloadOutcome::Unchanged);
+                };
+                self.current.store(Arc::new(ring));
+                state.digest = digest;
                 Ok(ReloadOutcome::Changed)
             }
-            Ok(None) => {
-                self.reloads.fetch_add(1, Ordering::Relaxed);
-                Ok(ReloadOutcome::Unchanged)
-            }
-            Err(e) => {
+            Err(error) => {
                 self.failed_reloads.fetch_add(1, Ordering::Relaxed);
-                Err(e)
+                let message = error.to_string();
+                let repeated = state.last_failure.as_deref() == Some(message.as_str());
+                state.last_failure = Some(message);
+                Err(ReloadFailure { error, repeated })
             }
         }
     }
@@ -141,17 +161,15 @@ impl LiveRing {
                 log::debug!("keys unchanged trigger=unknown_kid");
                 false
             }
-            Ok(Err(e)) => {
-                log::warn!(
-                    "keys reload failed trigger=unknown_kid error={e}; keeping the loaded keys"
-                );
+            Ok(Err(failure)) => {
+                log_failure("unknown_kid", &failure);
                 false
             }
             Err(_) => false,
         }
     }
 
-    /// `kids=… signing=… fingerprint=…` for log lines.
+    /// Formats `kids=… signing=… fingerprint=…` for log lines.
     pub fn summary(&self, now: DateTime<Utc>) -> String {
         let ring = self.load();
         let kids: Vec<&str> = ring.keys().iter().map(|k| &*k.kid).collect();
@@ -161,5 +179,101 @@ impl LiveRing {
             kids.join(","),
             ring.fingerprint()
         )
+    }
+}
+
+/// Logs a failed reload: a warning the first time, debug while it repeats.
+pub fn log_failure(trigger: &str, failure: &ReloadFailure) {
+    let error = &failure.error;
+    if failure.repeated {
+        log::debug!("keys reload still failing trigger={trigger} error={error}");
+    } else {
+        log::warn!("keys reload failed trigger={trigger} error={error}; keeping the loaded keys");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::keys::store::{generate_key, write_new_key};
+
+    fn now() -> DateTime<Utc> {
+        Utc::now()
+    }
+
+    fn live_ring(dir: &Path) -> LiveRing {
+        let key = generate_key(
+            Some("k1".into()),
+            jsonwebtoken::Algorithm::HS256,
+            now(),
+            Some(now()),
+            None,
+        )
+        .expect("generates");
+        write_new_key(dir, &key).expect("writes");
+        let (ring, digest) = store::load_ring(dir, now()).expect("loads");
+        LiveRing::new(ring, digest, dir)
+    }
+
+    #[test]
+    fn broken_file_keeps_ring_and_reports_once() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let live = live_ring(dir.path());
+        std::fs::write(dir.path().join("bad.json"), "{").expect("writes");
+
+        let first = live.reload(now()).unwrap_err();
+        let second = live.reload(now()).unwrap_err();
+
+        assert!(!first.repeated, "first failure marked as repeated");
+        assert!(second.repeated, "same failure not marked as repeated");
+        assert!(
+            first.error.to_string().contains("bad.json"),
+            "{}",
+            first.error
+        );
+        assert_eq!(live.load().len(), 1, "ring changed after a failed reload");
+        assert_eq!(live.reload_counts(), (0, 2));
+    }
+
+    #[test]
+    fn reload_without_signer_keeps_ring() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let live = live_ring(dir.path());
+        std::fs::remove_file(dir.path().join("k1.json")).expect("removes");
+        let spare = generate_key(
+            Some("spare".into()),
+            jsonwebtoken::Algorithm::HS256,
+            now(),
+            None,
+            None,
+        )
+        .expect("generates");
+        write_new_key(dir.path(), &spare).expect("writes");
+
+        let result = live.reload(now());
+
+        assert!(matches!(
+            result,
+            Err(ReloadFailure {
+                error: StoreError::NoSigningKey { .. },
+                ..
+            })
+        ));
+        assert!(
+            live.load().get("k1").is_some(),
+            "the last good ring was dropped"
+        );
+    }
+
+    #[test]
+    fn unchanged_folder_is_not_swapped() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let live = live_ring(dir.path());
+        let before = Arc::as_ptr(&live.load());
+
+        let outcome = live.reload(now()).expect("reloads");
+
+        assert_eq!(outcome, ReloadOutcome::Unchanged);
+        assert_eq!(Arc::as_ptr(&live.load()), before);
     }
 }
