@@ -12,7 +12,7 @@ use chrono::{DateTime, Utc};
 use super::KeyRing;
 use super::store::{self, StoreError};
 
-/// What a reload did.
+/// The result of a successful reload.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReloadOutcome {
     /// The folder's content differs and the new ring is in force.
@@ -42,7 +42,7 @@ struct ReloadState {
 pub struct LiveRing {
     current: ArcSwap<KeyRing>,
     dir: PathBuf,
-    /// What reloads remember. Only reloads take this lock; requests never do.
+    /// State kept between reloads. Only reloads take this lock; requests never do.
     reload_state: Mutex<ReloadState>,
     /// Serialises reloads caused by unknown `kid`s, so concurrent requests
     /// wait for one reload instead of each starting their own.
@@ -69,7 +69,7 @@ impl LiveRing {
         }
     }
 
-    /// The ring in force; a request keeps this one snapshot throughout.
+    /// Returns the ring in force; a request keeps this one snapshot throughout.
     pub fn load(&self) -> Guard<Arc<KeyRing>> {
         self.current.load()
     }
@@ -78,7 +78,7 @@ impl LiveRing {
         &self.dir
     }
 
-    /// Reloads completed (changed or not) and failed, since start.
+    /// Returns the counts of completed (changed or not) and failed reloads since start.
     pub fn reload_counts(&self) -> (u64, u64) {
         (
             self.reloads.load(Ordering::Relaxed),
