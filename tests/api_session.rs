@@ -1387,3 +1387,46 @@ async fn bodies_carry_no_secrets() {
         }
     }
 }
+
+#[actix_web::test]
+async fn no_signing_key_returns_503_model() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let now = Utc::now();
+    let key = store::generate_key(Some("k1".into()), Algorithm::HS256, now, None, None)
+        .expect("generates")
+        .with_lifecycle(
+            Some(now - Duration::hours(1)),
+            Some(now + Duration::hours(1)),
+        );
+    store::write_new_key(dir.path(), &key).expect("writes");
+    let (ring, digest) = store::load_ring(dir.path(), now).expect("keys load");
+    let fixture = Fixture::new();
+    let token = valid(&key);
+    // Two hours on, the only key is retired, so nothing can sign.
+    let state = web::Data::new(AppState {
+        keys: Arc::new(LiveRing::new(ring, digest, dir.path())),
+        policy: fixture.state.policy.clone(),
+        cookie: fixture.state.cookie.clone(),
+        clock: Clock::with_offset_secs(7200),
+    });
+    let app = test::init_service(public_app(state)).await;
+
+    let request = TestRequest::get()
+        .uri(PATH)
+        .insert_header(("cookie", cookie(&token)))
+        .insert_header((TOKEN_HEADER, token.clone()))
+        .to_request();
+    let response = test::call_service(&app, request).await;
+    let reply = Reply {
+        status: response.status(),
+        headers: response.headers().clone(),
+        body: test::read_body(response).await,
+    };
+
+    assert_error_model(&reply, 503, "10006", "15.6.4", "no signing key");
+    assert_eq!(reply.echo(), None, "503 echoes a token");
+    assert!(
+        !reply.body_text().contains(&token),
+        "503 body contains the token"
+    );
+}
