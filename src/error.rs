@@ -231,6 +231,10 @@ struct HasErrorModel;
 
 /// Middleware that replaces the body of every error response lacking an
 /// errorModel (framework 404s, extractor rejections, empty 5xx) with one.
+///
+/// NOTE: actix-http 3.20 answers a request it cannot parse (a bad request
+/// line, too many or too large header fields) with an empty 400 or 431
+/// before any middleware runs, so those responses carry no errorModel.
 pub fn error_model_middleware<B: 'static>() -> ErrorHandlers<B> {
     ErrorHandlers::new().default_handler(to_error_model)
 }
