@@ -228,9 +228,13 @@ fn request_log_lines_name_outcome() {
 fn post_returns_405_model() {
     let server = TestServer::start();
 
+    let token = "eyJhbGciOiJIUzI1NiJ9.eyJqdGkiOiJwb3N0In0.c2lnbmF0dXJlLW9mLXRoZS1wb3N0";
+
     let response = client()
         .post(server.url(PATH))
-        .body("{}")
+        .header("cookie", format!("session_token-store={token}"))
+        .header(TOKEN_HEADER, token)
+        .body(token)
         .send()
         .expect("request");
 
@@ -258,22 +262,29 @@ fn post_returns_405_model() {
         body["message"].as_str().is_some_and(|m| !m.is_empty()),
         "message"
     );
+    let line = "outcome=error status=405 reason=method_not_allowed method=POST";
+    assert!(server.wait_for_log(line, LOG_WAIT), "no log line {line:?}");
+    assert_logs_free_of(&server, &[token]);
 }
 
 #[test]
 fn unknown_path_returns_404_model() {
     let server = TestServer::start();
+    let http = client();
+    let session = http.get(server.url(PATH)).send().expect("session request");
+    let token = set_cookie_token(&session).expect("a session cookie");
+    let path = format!("/ccstore/v1/other/{token}");
 
-    let response = client()
-        .get(server.url("/ccstore/v1/other"))
-        .send()
-        .expect("request");
+    let response = http.get(server.url(&path)).send().expect("request");
 
     assert_eq!(response.status().as_u16(), 404, "status");
     let body = body_of(response);
     assert_eq!(body["errorCode"], "10001", "errorCode");
     assert_eq!(body["status"], "404", "status member");
-    assert_eq!(body["o:errorPath"], "/ccstore/v1/other", "o:errorPath");
+    assert_eq!(body["o:errorPath"], path.as_str(), "o:errorPath");
+    let line = "outcome=error status=404 reason=not_found method=GET";
+    assert!(server.wait_for_log(line, LOG_WAIT), "no log line {line:?}");
+    assert_logs_free_of(&server, &[&token]);
 }
 
 /// Sends `request` on a new connection and returns everything the server
