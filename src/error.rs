@@ -244,6 +244,10 @@ struct HasErrorModel;
 
 /// Middleware that replaces the body of every error response lacking an
 /// errorModel (framework 404s, extractor rejections, empty 5xx) with one.
+///
+/// NOTE: actix-http 3.20 answers a request it cannot parse (a bad request
+/// line, too many or too large header fields) with an empty 400 or 431
+/// before any middleware runs, so those responses carry no errorModel.
 pub fn error_model_middleware<B: 'static>() -> ErrorHandlers<B> {
     ErrorHandlers::new().default_handler(to_error_model)
 }
@@ -251,6 +255,7 @@ pub fn error_model_middleware<B: 'static>() -> ErrorHandlers<B> {
 fn to_error_model<B: 'static>(
     res: ServiceResponse<B>,
 ) -> actix_web::Result<ErrorHandlerResponse<B>> {
+    log_client_error(&res);
     if res.response().extensions().get::<HasErrorModel>().is_some() {
         return Ok(ErrorHandlerResponse::Response(res.map_into_left_body()));
     }
@@ -273,4 +278,24 @@ fn to_error_model<B: 'static>(
     }
     let res = ServiceResponse::new(req, new.map_into_boxed_body());
     Ok(ErrorHandlerResponse::Response(res.map_into_right_body()))
+}
+
+/// Logs the one debug line of a request that ends in a 4xx response. A 5xx
+/// response gets an error line from the code that failed. The path is left
+/// out because a client may put a token in it.
+fn log_client_error<B>(res: &ServiceResponse<B>) {
+    let status = res.status();
+    if !status.is_client_error() {
+        return;
+    }
+    let reason = status
+        .canonical_reason()
+        .unwrap_or("client_error")
+        .to_ascii_lowercase()
+        .replace(' ', "_");
+    log::debug!(
+        "outcome=error status={} reason={reason} method={}",
+        status.as_u16(),
+        res.request().method()
+    );
 }

@@ -65,22 +65,42 @@ impl DirSnapshot {
     }
 
     /// Parses every file; the first invalid file or duplicate `kid` fails all.
+    /// A duplicate is reported before a file name that differs from its kid,
+    /// because renaming a copied file after its kid would overwrite the key.
     pub fn parse(&self) -> Result<KeyRing, StoreError> {
         let mut keys = Vec::with_capacity(self.files.len());
         for (path, bytes) in &self.files {
-            let invalid = |fault: String| StoreError::Invalid {
+            let key = KeyFile::parse(bytes).map_err(|fault| StoreError::Invalid {
                 path: path.clone(),
-                fault,
-            };
-            let key = KeyFile::parse(bytes).map_err(|fault| invalid(fault.to_string()))?;
-            let expected = format!("{}.json", key.kid);
-            if path.file_name().and_then(|n| n.to_str()) != Some(expected.as_str()) {
-                return Err(invalid(format!(
-                    "the file name must be {expected}, after its kid"
-                )));
-            }
-            keys.push(key);
+                fault: fault.to_string(),
+            })?;
+            keys.push((path, key));
         }
+
+        for (index, (path, key)) in keys.iter().enumerate() {
+            let expected = format!("{}.json", key.kid);
+            if path.file_name().and_then(|n| n.to_str()) == Some(expected.as_str()) {
+                continue;
+            }
+            let duplicate = keys
+                .iter()
+                .enumerate()
+                .find(|(other, (_, other_key))| *other != index && other_key.kid == key.kid);
+            let fault = match duplicate {
+                Some((_, (other_path, _))) => format!(
+                    "duplicate kid {:?}: {} has it too; give this key a new kid",
+                    &*key.kid,
+                    other_path.display()
+                ),
+                None => format!("the file name must be {expected}, after its kid"),
+            };
+            return Err(StoreError::Invalid {
+                path: (*path).clone(),
+                fault,
+            });
+        }
+
+        let keys = keys.into_iter().map(|(_, key)| key).collect();
         KeyRing::new(keys).map_err(|dup| StoreError::Invalid {
             path: self.dir.join(format!("{}.json", dup.0)),
             fault: dup.to_string(),
@@ -389,6 +409,32 @@ mod tests {
 
         assert!(error.contains("k2.json"), "{error}");
         assert!(error.contains("k1.json"), "{error}");
+    }
+
+    #[test]
+    fn duplicate_kid_reported_as_such() {
+        let key = generate_key(
+            Some("k1".into()),
+            Algorithm::HS256,
+            now(),
+            Some(now()),
+            None,
+        )
+        .expect("generates");
+        for copy in ["k2.json", "a.json"] {
+            let dir = tempfile::tempdir().expect("temp dir");
+            let original = write_new_key(dir.path(), &key).expect("writes");
+            fs::copy(&original, dir.path().join(copy)).expect("copies");
+
+            let error = load_ring(dir.path(), now()).unwrap_err().to_string();
+
+            assert!(error.contains(copy), "copy {copy}: {error}");
+            assert!(
+                error.contains("duplicate kid \"k1\""),
+                "copy {copy}: {error}"
+            );
+            assert!(error.contains("k1.json"), "copy {copy}: {error}");
+        }
     }
 
     #[test]

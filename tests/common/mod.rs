@@ -41,6 +41,8 @@ pub struct ServerBuilder {
     env: Vec<(String, String)>,
     keys_dir: Option<PathBuf>,
     admin: bool,
+    /// Files written into the working directory before start, such as `.env`.
+    files: Vec<(String, String)>,
 }
 
 impl TestServer {
@@ -54,6 +56,7 @@ impl TestServer {
             env: Vec::new(),
             keys_dir: None,
             admin: false,
+            files: Vec::new(),
         }
     }
 
@@ -130,6 +133,12 @@ impl ServerBuilder {
         self
     }
 
+    /// Adds a file that `start` writes into the server's working directory.
+    pub fn workdir_file(mut self, name: &str, contents: &str) -> Self {
+        self.files.push((name.to_owned(), contents.to_owned()));
+        self
+    }
+
     /// Starts the server and waits for its listening line.
     pub fn start(self) -> TestServer {
         match self.spawn() {
@@ -142,6 +151,9 @@ impl ServerBuilder {
     pub fn spawn(self) -> Result<TestServer, (Option<i32>, String)> {
         let workdir = tempfile::tempdir().expect("temp dir");
         let keys_dir = self.keys_dir.unwrap_or_else(|| workdir.path().join("keys"));
+        for (name, contents) in &self.files {
+            std::fs::write(workdir.path().join(name), contents).expect("writes a workdir file");
+        }
         let mut command = sessiond_command(workdir.path());
         command
             .env("SESSIOND_BIND", "127.0.0.1:0")
