@@ -124,20 +124,19 @@ fn rotation_keeps_old_sessions() {
 }
 
 #[test]
-fn replicas_share_rotation() {
+fn replica_accepts_new_kid_at_once() {
     let folder = tempfile::tempdir().expect("temp dir");
-    let first = write_key(folder.path(), "first", Some(Utc::now()));
+    write_key(folder.path(), "first", Some(Utc::now()));
     let a = TestServer::builder()
         .admin()
         .keys_dir(folder.path())
-        .env("SESSIOND_RELOAD_INTERVAL", "3600")
         .start();
+    // B never polls during the test: only the unknown kid can make it reload.
     let b = TestServer::builder()
         .keys_dir(folder.path())
-        .env("SESSIOND_RELOAD_INTERVAL", "2")
+        .env("SESSIOND_RELOAD_INTERVAL", "3600")
         .start();
     let http = client();
-    let old_token = valid_token(&first);
 
     let rotated = admin(
         &http,
@@ -160,6 +159,31 @@ fn replicas_share_rotation() {
         b.logs().contains("keys reloaded trigger=unknown_kid"),
         "B did not reload on the new kid"
     );
+}
+
+#[test]
+fn replica_poll_sees_retirement() {
+    let folder = tempfile::tempdir().expect("temp dir");
+    let first = write_key(
+        folder.path(),
+        "first",
+        Some(Utc::now() - chrono::Duration::seconds(60)),
+    );
+    write_key(folder.path(), "second", Some(Utc::now()));
+    let a = TestServer::builder()
+        .admin()
+        .keys_dir(folder.path())
+        .start();
+    let b = TestServer::builder()
+        .keys_dir(folder.path())
+        .env("SESSIOND_RELOAD_INTERVAL", "1")
+        .start();
+    let http = client();
+    let old_token = valid_token(&first);
+    assert!(
+        check(&http, &b, Some(&old_token)).0,
+        "old token invalid before retirement"
+    );
 
     let retired = admin(
         &http,
@@ -168,13 +192,18 @@ fn replicas_share_rotation() {
         "/admin/v1/keys/first/retire",
         json!({"force": true}),
     );
-    assert_eq!(retired.status(), 200);
     let b_sees_retirement = eventually(Duration::from_secs(10), || {
         !check(&http, &b, Some(&old_token)).0
     });
+
+    assert_eq!(retired.status(), 200);
     assert!(
         b_sees_retirement,
         "replica B kept accepting a retired key after its poll interval"
+    );
+    assert!(
+        b.logs().contains("keys reloaded trigger=poll"),
+        "B's poll did not reload"
     );
 }
 
