@@ -262,10 +262,11 @@ fn to_error_model<B: 'static>(
 
     let status = res.status();
     if status.is_server_error() {
+        // The path is left out of the line: a client may put a token in it.
         log::error!(
-            "status={} path={} reason=framework error response",
+            "outcome=error status={} reason=server_error_without_body method={}",
             status.as_u16(),
-            res.request().path()
+            res.request().method()
         );
     }
     let error = ApiError::for_status(status, res.request().path());
