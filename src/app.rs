@@ -95,13 +95,10 @@ impl Application {
         let (ring, digest) = store::load_ring(&config.keys_dir, now)?;
         let keys = Arc::new(LiveRing::new(ring, digest, &config.keys_dir));
 
-        let state = web::Data::new(AppState {
-            keys,
-            policy: config.policy.clone(),
-            cookie: config.cookie.clone(),
-            clock,
-            admin_credential: config.admin_credential.clone(),
-        });
+        let state = web::Data::new(
+            AppState::new(keys, config.policy.clone(), config.cookie.clone(), clock)
+                .with_admin_credential(config.admin_credential.clone()),
+        );
 
         let (public_listener, public_addr) = bind(config.bind)?;
         let (admin_listener, admin_addr) = bind(config.admin_bind)?;

@@ -38,3 +38,27 @@ pub struct AppState {
     /// Admin bearer credential; `None` disables the key operations.
     pub admin_credential: Option<AdminCredential>,
 }
+
+impl AppState {
+    /// Builds the state with key operations disabled.
+    pub fn new(
+        keys: Arc<LiveRing>,
+        policy: TokenPolicy,
+        cookie: CookieSettings,
+        clock: Clock,
+    ) -> Self {
+        AppState {
+            keys,
+            policy,
+            cookie,
+            clock,
+            admin_credential: None,
+        }
+    }
+
+    /// Enables the key operations with `credential`.
+    pub fn with_admin_credential(mut self, credential: Option<AdminCredential>) -> Self {
+        self.admin_credential = credential;
+        self
+    }
+}

@@ -75,13 +75,13 @@ impl Fixture {
             .into_config()
             .expect("valid settings");
         let (ring, digest) = store::load_ring(dir.path(), now).expect("keys load");
-        let state = web::Data::new(AppState {
-            keys: Arc::new(LiveRing::new(ring, digest, dir.path())),
-            policy: config.policy,
-            cookie: config.cookie,
-            clock: Clock::default(),
-            admin_credential: None,
-        });
+        let keys = Arc::new(LiveRing::new(ring, digest, dir.path()));
+        let state = web::Data::new(AppState::new(
+            keys,
+            config.policy,
+            config.cookie,
+            Clock::default(),
+        ));
 
         Fixture {
             state,
@@ -1404,13 +1404,12 @@ async fn no_signing_key_returns_503_model() {
     let fixture = Fixture::new();
     let token = valid(&key);
     // Two hours on, the only key is retired, so nothing can sign.
-    let state = web::Data::new(AppState {
-        keys: Arc::new(LiveRing::new(ring, digest, dir.path())),
-        policy: fixture.state.policy.clone(),
-        cookie: fixture.state.cookie.clone(),
-        clock: Clock::with_offset_secs(7200),
-        admin_credential: None,
-    });
+    let state = web::Data::new(AppState::new(
+        Arc::new(LiveRing::new(ring, digest, dir.path())),
+        fixture.state.policy.clone(),
+        fixture.state.cookie.clone(),
+        Clock::with_offset_secs(7200),
+    ));
     let app = test::init_service(public_app(state)).await;
 
     let request = TestRequest::get()
