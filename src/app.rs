@@ -104,6 +104,8 @@ impl Application {
             policy: config.policy.clone(),
             cookie: config.cookie.clone(),
             clock,
+            metrics: Default::default(),
+            stopping: Default::default(),
         });
 
         let (public_listener, public_addr) = bind(config.bind)?;

@@ -1,10 +1,12 @@
 //! State shared by the handlers of both listeners.
 
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 
 use chrono::{DateTime, Duration, Utc};
 
 use crate::keys::live::LiveRing;
+use crate::ops::metrics::Metrics;
 use crate::session::cookie::CookieSettings;
 use crate::token::TokenPolicy;
 
@@ -34,4 +36,8 @@ pub struct AppState {
     pub policy: TokenPolicy,
     pub cookie: CookieSettings,
     pub clock: Clock,
+    /// Request counters and latency, exported by `GET /metrics`.
+    pub metrics: Metrics,
+    /// Set when a graceful stop begins; `/readyz` returns 503 from then on.
+    pub stopping: AtomicBool,
 }
