@@ -12,7 +12,7 @@ use crate::config::Config;
 use crate::error::{ApiError, ErrorCode, error_model_middleware};
 use crate::keys::live::{LiveRing, ReloadOutcome};
 use crate::keys::store::{self, StoreError};
-use crate::session::{SESSION_PATH, maintain_session};
+use crate::session::SESSION_PATH;
 use crate::state::{AppState, Clock};
 
 /// A start-up failure; the message names the file or setting at fault.
@@ -34,10 +34,11 @@ pub fn public_routes(cfg: &mut web::ServiceConfig) {
             .route(
                 web::route()
                     .guard(guard::Any(guard::Get()).or(guard::Head()))
-                    .to(maintain_session),
+                    .to(crate::ops::metrics::timed_maintain_session),
             )
             .default_service(web::to(method_not_allowed)),
     );
+    crate::ops::public_routes(cfg);
 }
 
 /// The public application: routes, errorModel middleware, 404 fallback.

@@ -25,6 +25,7 @@ pub fn admin_app(
     App::new()
         .app_data(state)
         .wrap(error_model_middleware())
+        .configure(crate::ops::admin_routes)
         .default_service(web::to(not_found))
 }
 
