@@ -177,7 +177,11 @@ impl Application {
         let handles = [self.public.handle(), self.admin.handle()];
         let poller =
             actix_web::rt::spawn(poll_keys(self.state.clone(), self.config.reload_interval));
-        let signals = actix_web::rt::spawn(handle_signals(self.state.clone(), handles));
+        let signals = actix_web::rt::spawn(handle_signals(
+            self.state.clone(),
+            handles,
+            self.config.shutdown_delay,
+        ));
 
         let result = futures_join(self.public, self.admin).await;
         poller.abort();
@@ -231,8 +235,14 @@ pub async fn reload_now(state: &web::Data<AppState>, trigger: &'static str) {
     }
 }
 
-/// SIGHUP reloads at once; SIGTERM and SIGINT stop both listeners gracefully.
-async fn handle_signals(state: web::Data<AppState>, handles: [ServerHandle; 2]) {
+/// SIGHUP reloads at once. SIGTERM and SIGINT turn `/readyz` to 503, keep
+/// serving for `shutdown_delay` (a second signal ends the delay), then stop
+/// both listeners gracefully.
+async fn handle_signals(
+    state: web::Data<AppState>,
+    handles: [ServerHandle; 2],
+    shutdown_delay: std::time::Duration,
+) {
     use tokio::signal::unix::{SignalKind, signal};
 
     let (Ok(mut hangup), Ok(mut terminate), Ok(mut interrupt)) = (
@@ -248,6 +258,20 @@ async fn handle_signals(state: web::Data<AppState>, handles: [ServerHandle; 2]) 
             _ = hangup.recv() => reload_now(&state, "sighup").await,
             _ = terminate.recv() => break,
             _ = interrupt.recv() => break,
+        }
+    }
+    state
+        .stopping
+        .store(true, std::sync::atomic::Ordering::Relaxed);
+    if !shutdown_delay.is_zero() {
+        log::info!(
+            "stopping: /readyz returns 503; serving for {}s before closing the listeners",
+            shutdown_delay.as_secs()
+        );
+        tokio::select! {
+            _ = tokio::time::sleep(shutdown_delay) => {}
+            _ = terminate.recv() => {}
+            _ = interrupt.recv() => {}
         }
     }
     log::info!("stopping: finishing requests in flight");
