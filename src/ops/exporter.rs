@@ -26,7 +26,7 @@ const KEY_STATES: [(KeyState, &str); 4] = [
     (KeyState::Retired, "retired"),
 ];
 
-/// The handler. Served without the admin credential: the figures contain
+/// Serves the figures. No admin credential is needed because they contain
 /// `kid`s and the ring fingerprint, never a token or key material.
 pub async fn metrics(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let text = encode(state.into_inner()).map_err(|_| {

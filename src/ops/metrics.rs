@@ -181,7 +181,7 @@ impl Metrics {
     }
 }
 
-/// The slot of a `new_session` reason in [`OUTCOMES`].
+/// Finds the slot of a `new_session` reason in [`OUTCOMES`].
 fn new_session_slot(reason: &str) -> usize {
     match reason {
         "absent" => 1,
@@ -247,7 +247,7 @@ impl LatencyHistogram {
     }
 }
 
-/// The session endpoint with its latency and failures recorded.
+/// Runs the session endpoint and records its latency and failures.
 pub async fn timed_maintain_session(
     req: HttpRequest,
     state: web::Data<AppState>,

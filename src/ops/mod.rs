@@ -20,8 +20,8 @@ pub fn admin_routes(cfg: &mut web::ServiceConfig) {
     cfg.service(get_or_head("/metrics", exporter::metrics));
 }
 
-/// A resource that serves GET and HEAD with `handler` and answers other
-/// methods with 405 and `Allow: GET, HEAD`.
+/// Builds a resource that serves GET and HEAD with `handler` and rejects
+/// other methods with 405 and `Allow: GET, HEAD`.
 fn get_or_head<F, Args>(path: &str, handler: F) -> Resource
 where
     F: actix_web::Handler<Args>,

@@ -25,7 +25,7 @@ pub struct Ready {
     pub fingerprint: String,
 }
 
-/// Why the service is not ready.
+/// The cause of a 503 from `/readyz`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum NotReady {
     /// A graceful stop has begun.
