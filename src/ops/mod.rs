@@ -1,23 +1,34 @@
-//! Operating the service: health and readiness probes and Prometheus
-//! metrics, with the routes that serve them.
+//! Operating the service: health and readiness probes, Prometheus metrics
+//! and the OpenAPI document, with the routes that serve them.
 
 pub mod exporter;
 pub mod metrics;
 pub mod probes;
 
+use actix_web::http::header::{self, HeaderValue};
 use actix_web::{HttpResponse, Resource, ResponseError, guard, web};
 
 use crate::error::{ApiError, ErrorCode};
 
-/// Registers `/healthz` and `/readyz` on the public listener.
+/// The OpenAPI 3.1 document of both listeners, compiled into the binary.
+pub const OPENAPI_JSON: &str = include_str!("../../openapi/openapi.json");
+
+/// Path of the OpenAPI document on both listeners.
+pub const OPENAPI_PATH: &str = "/openapi.json";
+
+/// Registers `/healthz`, `/readyz` and the OpenAPI document on the public
+/// listener.
 pub fn public_routes(cfg: &mut web::ServiceConfig) {
     cfg.service(get_or_head("/healthz", probes::healthz))
-        .service(get_or_head("/readyz", probes::readyz));
+        .service(get_or_head("/readyz", probes::readyz))
+        .service(get_or_head(OPENAPI_PATH, openapi));
 }
 
-/// Registers `/metrics` on the admin listener; it needs no admin credential.
+/// Registers `/metrics` and the OpenAPI document on the admin listener.
+/// Neither needs the admin credential.
 pub fn admin_routes(cfg: &mut web::ServiceConfig) {
-    cfg.service(get_or_head("/metrics", exporter::metrics));
+    cfg.service(get_or_head("/metrics", exporter::metrics))
+        .service(get_or_head(OPENAPI_PATH, openapi));
 }
 
 /// Builds a resource that serves GET and HEAD with `handler` and rejects
@@ -37,10 +48,35 @@ where
         .default_service(web::to(method_not_allowed))
 }
 
+async fn openapi() -> HttpResponse {
+    HttpResponse::Ok()
+        .insert_header((
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        ))
+        .body(OPENAPI_JSON)
+}
+
 async fn method_not_allowed() -> HttpResponse {
     ApiError::new(
         ErrorCode::MethodNotAllowed,
         "Only GET and HEAD are allowed on this path.",
     )
     .error_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn openapi_document_parses() {
+        let document: serde_json::Value =
+            serde_json::from_str(OPENAPI_JSON).expect("openapi.json is JSON");
+
+        assert_eq!(document["openapi"], "3.1.0");
+        for path in ["/healthz", "/readyz", "/metrics", OPENAPI_PATH] {
+            assert!(document["paths"].get(path).is_some(), "{path} documented");
+        }
+    }
 }
