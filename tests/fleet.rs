@@ -1,8 +1,8 @@
 //! Three replicas behind nginx with `deploy/nginx/sessiond.conf`, sharing one
 //! keys folder, with clocks up to 24 s apart. A fixed workload of cookie-jar
-//! clients runs while a key is rotated through one replica's admin API and
-//! another replica is killed and restarted. No session may be lost and
-//! nginx may return no 5xx.
+//! clients runs while a key is rotated through one replica's admin API,
+//! another replica is killed and restarted, and the third is stopped with
+//! SIGTERM and restarted. No session may be lost and nginx may return no 5xx.
 //!
 //! Needs nginx. Without it the test passes with a message, unless `CI=true`,
 //! where it fails (`.ci/run` installs nginx).
@@ -27,8 +27,8 @@ const THREADS: usize = 4;
 /// Rounds (one request per session each) before the key rotation, and
 /// before the phase where a replica is killed ends. The last phase stops a
 /// replica with SIGTERM.
-const ROTATE_AFTER_ROUND: usize = 6;
-const KILL_PHASE_END: usize = 12;
+const ROTATE_AFTER_ROUND: usize = 5;
+const KILL_PHASE_END: usize = 10;
 /// Clock offsets of the replicas, in seconds: 24 s apart at most, below the
 /// default leeway of 30 s.
 const CLOCK_OFFSETS: [i64; 3] = [-12, 0, 12];
@@ -75,8 +75,10 @@ fn fleet_keeps_every_session() {
         KILL_PHASE_END..REQUESTS_PER_SESSION,
         Some(Box::new(|| {
             figures.record_event("SIGTERM replica 2");
-            let exit = stopped.stop_and_restart(&fleet.keys_dir);
+            let exit = stopped.stop();
             *stop_exit.lock().expect("exit lock") = Some(exit);
+            figures.record_event("replica 2 exited");
+            stopped.restart(&fleet.keys_dir);
             figures.record_event("replica 2 restarted");
         })),
     );
@@ -192,18 +194,20 @@ impl Replica {
         }
     }
 
-    /// Stops the process with SIGTERM, waits for it to exit and starts a new
-    /// one on the same port. Returns the exit code.
-    fn stop_and_restart(&mut self, keys_dir: &Path) -> Option<i32> {
+    /// Stops the process with SIGTERM and returns its exit code.
+    fn stop(&mut self) -> Option<i32> {
         self.server.signal("TERM");
-        let exit = self.server.wait_exit(Duration::from_secs(15));
+        self.server.wait_exit(Duration::from_secs(15))
+    }
+
+    /// Starts a new process on the same port.
+    fn restart(&mut self, keys_dir: &Path) {
         *self = Replica::start(
             self.port,
             self.clock_offset,
             keys_dir,
             &self.credential_file,
         );
-        exit
     }
 
     /// Kills the process with SIGKILL, so requests in flight are cut, and
@@ -212,12 +216,7 @@ impl Replica {
         self.server.signal("KILL");
         self.server.wait_exit(Duration::from_secs(5));
         std::thread::sleep(Duration::from_millis(200));
-        *self = Replica::start(
-            self.port,
-            self.clock_offset,
-            keys_dir,
-            &self.credential_file,
-        );
+        self.restart(keys_dir);
     }
 }
 
