@@ -6,13 +6,13 @@ use std::sync::Arc;
 
 use actix_web::body::MessageBody;
 use actix_web::dev::{Server, ServerHandle, ServiceFactory, ServiceRequest, ServiceResponse};
-use actix_web::{App, HttpRequest, HttpResponse, HttpServer, ResponseError, guard, web};
+use actix_web::{App, HttpRequest, HttpResponse, HttpServer, ResponseError, web};
 
 use crate::config::Config;
 use crate::error::{ApiError, error_model_middleware};
 use crate::keys::live::{LiveRing, ReloadOutcome, log_failure};
 use crate::keys::store::{self, StoreError};
-use crate::session::{SESSION_PATH, maintain_session};
+use crate::session::SESSION_PATH;
 use crate::state::{AppState, Clock};
 
 /// A start-up failure; the message names the file or setting at fault.
@@ -29,15 +29,11 @@ pub enum StartError {
 
 /// Registers the public routes. `main` and the tests use this same table.
 pub fn public_routes(cfg: &mut web::ServiceConfig) {
-    cfg.service(
-        web::resource(SESSION_PATH)
-            .route(
-                web::route()
-                    .guard(guard::Any(guard::Get()).or(guard::Head()))
-                    .to(maintain_session),
-            )
-            .default_service(web::to(method_not_allowed)),
-    );
+    cfg.service(crate::ops::get_or_head(
+        SESSION_PATH,
+        crate::ops::metrics::timed_maintain_session,
+    ));
+    crate::ops::public_routes(cfg);
 }
 
 /// Builds the public application: routes, errorModel middleware, 404 fallback.
@@ -59,11 +55,8 @@ pub fn public_app(
         .default_service(web::to(not_found))
 }
 
-async fn method_not_allowed() -> HttpResponse {
-    ApiError::method_not_allowed("GET, HEAD").error_response()
-}
-
-async fn not_found(req: HttpRequest) -> HttpResponse {
+/// Returns a 404 errorModel for every path no route matches.
+pub(crate) async fn not_found(req: HttpRequest) -> HttpResponse {
     ApiError::for_status(actix_web::http::StatusCode::NOT_FOUND, req.path()).error_response()
 }
 
@@ -168,7 +161,11 @@ impl Application {
         let handles = [self.public.handle(), self.admin.handle()];
         let poller =
             actix_web::rt::spawn(poll_keys(self.state.clone(), self.config.reload_interval));
-        let signals = actix_web::rt::spawn(handle_signals(self.state.clone(), handles));
+        let signals = actix_web::rt::spawn(handle_signals(
+            self.state.clone(),
+            handles,
+            self.config.shutdown_delay,
+        ));
 
         let result = futures_join(self.public, self.admin).await;
         poller.abort();
@@ -220,8 +217,14 @@ pub async fn reload_now(state: &web::Data<AppState>, trigger: &'static str) {
     }
 }
 
-/// SIGHUP reloads at once; SIGTERM and SIGINT stop both listeners gracefully.
-async fn handle_signals(state: web::Data<AppState>, handles: [ServerHandle; 2]) {
+/// SIGHUP reloads at once. SIGTERM and SIGINT turn `/readyz` to 503, keep
+/// serving for `shutdown_delay` (a second signal ends the delay), then stop
+/// both listeners gracefully.
+async fn handle_signals(
+    state: web::Data<AppState>,
+    handles: [ServerHandle; 2],
+    shutdown_delay: std::time::Duration,
+) {
     use tokio::signal::unix::{SignalKind, signal};
 
     let (Ok(mut hangup), Ok(mut terminate), Ok(mut interrupt)) = (
@@ -237,6 +240,20 @@ async fn handle_signals(state: web::Data<AppState>, handles: [ServerHandle; 2]) 
             _ = hangup.recv() => reload_now(&state, "sighup").await,
             _ = terminate.recv() => break,
             _ = interrupt.recv() => break,
+        }
+    }
+    state
+        .stopping
+        .store(true, std::sync::atomic::Ordering::Relaxed);
+    if !shutdown_delay.is_zero() {
+        log::info!(
+            "stopping: /readyz returns 503; serving for {}s before closing the listeners",
+            shutdown_delay.as_secs()
+        );
+        tokio::select! {
+            _ = tokio::time::sleep(shutdown_delay) => {}
+            _ = terminate.recv() => {}
+            _ = interrupt.recv() => {}
         }
     }
     log::info!("stopping: finishing requests in flight");

@@ -89,6 +89,10 @@ pub struct ServeArgs {
     /// Seconds requests in flight may take to finish after SIGTERM (0 to 300).
     #[arg(long, env = "SESSIOND_DRAIN_TIMEOUT", default_value = "10")]
     pub drain_timeout: String,
+    /// Seconds to keep serving after SIGTERM while /readyz returns 503, so that
+    /// load balancers stop sending traffic before the listeners close (0 to 300).
+    #[arg(long, env = "SESSIOND_SHUTDOWN_DELAY", default_value = "0")]
+    pub shutdown_delay: String,
     /// Seconds added to the system clock. For tests of clock skew only.
     #[arg(long, env = "SESSIOND_CLOCK_OFFSET", default_value = "0", hide = true)]
     pub clock_offset: String,
@@ -106,6 +110,7 @@ pub struct Config {
     pub admin_credential: Option<AdminCredential>,
     pub reload_interval: Duration,
     pub drain_timeout: Duration,
+    pub shutdown_delay: Duration,
     pub clock_offset_secs: i64,
 }
 
@@ -208,6 +213,13 @@ impl ServeArgs {
                 &self.drain_timeout,
                 "SESSIOND_DRAIN_TIMEOUT",
                 "drain-timeout",
+                (0u64, 300),
+                "seconds",
+            )?),
+            shutdown_delay: Duration::from_secs(number(
+                &self.shutdown_delay,
+                "SESSIOND_SHUTDOWN_DELAY",
+                "shutdown-delay",
                 (0u64, 300),
                 "seconds",
             )?),
@@ -368,6 +380,7 @@ mod tests {
             (vec!["--cookie-domain", "a;b"], "SESSIOND_COOKIE_DOMAIN"),
             (vec!["--issuer", ""], "SESSIOND_ISSUER"),
             (vec!["--workers", "0"], "SESSIOND_WORKERS"),
+            (vec!["--shutdown-delay", "301"], "SESSIOND_SHUTDOWN_DELAY"),
         ];
         for (args, variable) in cases {
             let error = parse(&args).unwrap_err();

@@ -1,11 +1,13 @@
 //! State shared by the handlers of both listeners.
 
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 
 use chrono::{DateTime, Duration, Utc};
 
 use crate::admin::credential::AdminCredential;
 use crate::keys::live::LiveRing;
+use crate::ops::metrics::Metrics;
 use crate::session::cookie::CookieSettings;
 use crate::token::TokenPolicy;
 
@@ -37,6 +39,10 @@ pub struct AppState {
     pub clock: Clock,
     /// Admin bearer credential; `None` disables the key operations.
     pub admin_credential: Option<AdminCredential>,
+    /// Request counters and latency, exported by `GET /metrics`.
+    pub metrics: Metrics,
+    /// Set when a graceful stop begins; `/readyz` returns 503 from then on.
+    pub stopping: AtomicBool,
 }
 
 impl AppState {
@@ -53,6 +59,8 @@ impl AppState {
             cookie,
             clock,
             admin_credential: None,
+            metrics: Metrics::default(),
+            stopping: AtomicBool::new(false),
         }
     }
 

@@ -62,8 +62,9 @@ pub fn admin_app(
     App::new()
         .app_data(state)
         .wrap(error_model_middleware())
+        .configure(crate::ops::admin_routes)
         .configure(admin_routes)
-        .default_service(web::to(not_found))
+        .default_service(web::to(crate::app::not_found))
 }
 
 /// A 405, or a 404 when key operations are disabled, so that an admin
@@ -77,8 +78,4 @@ async fn not_allowed(req: HttpRequest, allow: &'static str) -> HttpResponse {
     } else {
         ApiError::for_status(StatusCode::NOT_FOUND, req.path()).error_response()
     }
-}
-
-async fn not_found(req: HttpRequest) -> HttpResponse {
-    ApiError::for_status(StatusCode::NOT_FOUND, req.path()).error_response()
 }

@@ -176,7 +176,10 @@ impl KeyOps {
         let key = ring
             .get(kid)
             .ok_or_else(|| OpsError::NotFound(kid.to_owned()))?;
-        let retired = key.with_lifecycle(key.sign_from, Some(at));
+        // A key retired before its scheduled `sign_from` never signs, so the
+        // schedule is dropped rather than left after `verify_until`.
+        let sign_from = key.sign_from.filter(|from| *from <= at);
+        let retired = key.with_lifecycle(sign_from, Some(at));
 
         if !force {
             check_retire(&ring, &retired, at, policy, now)?;

@@ -214,3 +214,20 @@ fn activate_within_same_second_switches_signer() {
         "a key activated 250 ms later does not sign"
     );
 }
+
+#[test]
+fn retire_scheduled_key_drops_schedule() {
+    let (_dir, ops) = folder();
+    ops.create(new_key("a", Some(at(0))), at(0))
+        .expect("creates");
+    ops.create(new_key("b", None), at(0)).expect("creates");
+    ops.activate("b", at(3600), at(0)).expect("schedules");
+
+    let info = ops
+        .retire("b", at(10), true, POLICY, at(10))
+        .expect("retires");
+
+    assert_eq!(info.state, KeyState::Retired);
+    assert_eq!(info.sign_from, None, "schedule kept after verify_until");
+    assert!(ops.list(at(10)).is_ok(), "the folder no longer loads");
+}

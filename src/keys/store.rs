@@ -279,6 +279,15 @@ fn write_temporary(dir: &Path, key: &Key, path: &Path) -> Result<PathBuf, StoreE
         path: path.to_path_buf(),
         source,
     };
+    // Never write a file that a load would reject: one bad file stops every
+    // reload of the folder and the next start.
+    let file = KeyFile::from_key(key);
+    if let Err(fault) = file.clone().into_key() {
+        return Err(StoreError::Invalid {
+            path: path.to_path_buf(),
+            fault: fault.to_string(),
+        });
+    }
     let mut suffix = [0u8; 6];
     getrandom::fill(&mut suffix).map_err(|e| StoreError::Random(e.to_string()))?;
     let tmp = dir.join(format!(".{}.json.tmp-{}", key.kid, hex(&suffix)));
@@ -288,9 +297,9 @@ fn write_temporary(dir: &Path, key: &Key, path: &Path) -> Result<PathBuf, StoreE
         .create_new(true)
         .mode(0o600)
         .open(&tmp)
-        .and_then(|mut file| {
-            file.write_all(&KeyFile::from_key(key).to_json())?;
-            file.sync_all()
+        .and_then(|mut out| {
+            out.write_all(&file.to_json())?;
+            out.sync_all()
         });
     if let Err(source) = result {
         let _ = fs::remove_file(&tmp);
@@ -447,6 +456,30 @@ mod tests {
         let result = load_ring(dir.path(), now());
 
         assert!(matches!(result, Err(StoreError::NoSigningKey { .. })));
+    }
+
+    #[test]
+    fn invalid_lifecycle_never_written() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let key = generate_key(
+            Some("k1".into()),
+            Algorithm::HS256,
+            now(),
+            Some(now()),
+            None,
+        )
+        .expect("generates");
+        write_new_key(dir.path(), &key).expect("writes");
+        let before = fs::read(dir.path().join("k1.json")).expect("reads");
+        let backwards = key.with_lifecycle(Some(now()), Some(now() - chrono::Duration::seconds(1)));
+
+        let result = replace_key(dir.path(), &backwards);
+
+        assert!(
+            matches!(result, Err(StoreError::Invalid { .. })),
+            "{result:?}"
+        );
+        assert_eq!(fs::read(dir.path().join("k1.json")).expect("reads"), before);
     }
 
     #[test]

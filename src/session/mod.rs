@@ -51,6 +51,7 @@ pub async fn maintain_session(
                 source.label(),
                 verified.kid
             );
+            state.metrics.count_valid(&verified.kid);
             let max_age = ((verified.exp - now.timestamp() as f64).floor() as i64).max(1);
             session_response(&state, token, max_age, true, echo)
         }
@@ -74,6 +75,7 @@ pub async fn maintain_session(
                 source.label(),
                 key.kid
             );
+            state.metrics.count_new_session(reason, &key.kid);
             session_response(&state, &minted.token, state.policy.ttl_secs, false, echo)
         }
     }
