@@ -125,10 +125,18 @@ impl LiveRing {
             return Ok(None);
         }
         let ring = snapshot.parse()?;
-        if ring.signing_key(now).is_none() {
-            return Err(StoreError::NoSigningKey {
+        if ring.is_empty() {
+            return Err(StoreError::NoKeys {
                 path: self.dir.clone(),
             });
+        }
+        if ring.signing_key(now).is_none() {
+            // Valid files that leave no signer are an admin's decision (a
+            // forced retirement), so they apply: new sessions get 503.
+            log::error!(
+                "keys folder {} has no key that can sign now; new sessions fail with 503 until a key is activated",
+                self.dir.display()
+            );
         }
         Ok(Some((ring, new_digest)))
     }
@@ -236,7 +244,28 @@ mod tests {
     }
 
     #[test]
-    fn reload_without_signer_keeps_ring() {
+    fn empty_folder_keeps_ring() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let live = live_ring(dir.path());
+        std::fs::remove_file(dir.path().join("k1.json")).expect("removes");
+
+        let result = live.reload(now());
+
+        assert!(matches!(
+            result,
+            Err(ReloadFailure {
+                error: StoreError::NoKeys { .. },
+                ..
+            })
+        ));
+        assert!(
+            live.load().get("k1").is_some(),
+            "the last good ring was dropped"
+        );
+    }
+
+    #[test]
+    fn reload_without_signer_applies() {
         let dir = tempfile::tempdir().expect("temp dir");
         let live = live_ring(dir.path());
         std::fs::remove_file(dir.path().join("k1.json")).expect("removes");
@@ -252,16 +281,10 @@ mod tests {
 
         let result = live.reload(now());
 
-        assert!(matches!(
-            result,
-            Err(ReloadFailure {
-                error: StoreError::NoSigningKey { .. },
-                ..
-            })
-        ));
+        assert!(matches!(result, Ok(ReloadOutcome::Changed)), "{result:?}");
         assert!(
-            live.load().get("k1").is_some(),
-            "the last good ring was dropped"
+            live.load().signing_key(now()).is_none(),
+            "a removed key still signs"
         );
     }
 

@@ -29,6 +29,8 @@ pub enum StoreError {
     Invalid { path: PathBuf, fault: String },
     #[error("keys folder {} has no key that can sign now; add one with `sessiond keys generate --dir {}`", path.display(), path.display())]
     NoSigningKey { path: PathBuf },
+    #[error("keys folder {} has no key file", path.display())]
+    NoKeys { path: PathBuf },
     #[error("key file {} already exists", path.display())]
     Exists { path: PathBuf },
     #[error("cannot write key file {}: {source}", path.display())]
@@ -145,7 +147,15 @@ pub fn read_dir(dir: &Path) -> Result<DirSnapshot, StoreError> {
 }
 
 fn read_key_file(path: &Path) -> io::Result<Zeroizing<Vec<u8>>> {
-    let file = File::open(path)?;
+    // Opening a FIFO or a device would block or read forever, so the type is
+    // checked first, and the open itself does not block.
+    if !fs::metadata(path)?.is_file() {
+        return Err(io::Error::other("not a regular file"));
+    }
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)?;
     if !file.metadata()?.is_file() {
         return Err(io::Error::other("not a regular file"));
     }
@@ -456,6 +466,24 @@ mod tests {
         let result = load_ring(dir.path(), now());
 
         assert!(matches!(result, Err(StoreError::NoSigningKey { .. })));
+    }
+
+    #[test]
+    fn fifo_rejected_without_blocking() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let fifo = dir.path().join("f.json");
+        let status = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .expect("mkfifo runs");
+        assert!(status.success());
+
+        let error = read_dir(dir.path()).unwrap_err().to_string();
+
+        assert!(
+            error.contains("f.json") && error.contains("not a regular file"),
+            "{error}"
+        );
     }
 
     #[test]
