@@ -71,7 +71,8 @@ pub struct ServeArgs {
     /// `Domain` of the cookie; unset means host-only.
     #[arg(long, env = "SESSIOND_COOKIE_DOMAIN")]
     pub cookie_domain: Option<String>,
-    /// Worker threads of each listener; unset means one per CPU.
+    /// Worker threads of the public listener; unset means one per CPU. The
+    /// admin listener always has one.
     #[arg(long, env = "SESSIOND_WORKERS")]
     pub workers: Option<String>,
     /// Address of the admin listener (IP:PORT).
@@ -194,13 +195,24 @@ impl ServeArgs {
             self.admin_token_file.as_deref(),
             self.admin_token_sha256.as_deref(),
         )?;
+        let bind = address(&self.bind, "SESSIOND_BIND", "bind")?;
+        let admin_bind = address(&self.admin_bind, "SESSIOND_ADMIN_BIND", "admin-bind")?;
+        if bind == admin_bind && bind.port() != 0 {
+            return Err(fault(
+                "SESSIOND_ADMIN_BIND",
+                "admin-bind",
+                format!(
+                    "{admin_bind} is also SESSIOND_BIND; the two listeners need different addresses"
+                ),
+            ));
+        }
         Ok(Config {
-            bind: address(&self.bind, "SESSIOND_BIND", "bind")?,
+            bind,
             keys_dir: self.keys_dir,
             policy,
             cookie,
             workers,
-            admin_bind: address(&self.admin_bind, "SESSIOND_ADMIN_BIND", "admin-bind")?,
+            admin_bind,
             admin_credential,
             reload_interval: Duration::from_secs(number(
                 &self.reload_interval,
@@ -380,6 +392,10 @@ mod tests {
             (vec!["--cookie-domain", "a;b"], "SESSIOND_COOKIE_DOMAIN"),
             (vec!["--issuer", ""], "SESSIOND_ISSUER"),
             (vec!["--workers", "0"], "SESSIOND_WORKERS"),
+            (
+                vec!["--bind", "127.0.0.1:9000", "--admin-bind", "127.0.0.1:9000"],
+                "SESSIOND_ADMIN_BIND",
+            ),
             (vec!["--shutdown-delay", "301"], "SESSIOND_SHUTDOWN_DELAY"),
         ];
         for (args, variable) in cases {

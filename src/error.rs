@@ -42,6 +42,9 @@ pub enum ErrorCode {
     KeyInUse,
     /// 400: a field of an admin request is invalid.
     InvalidField,
+    /// 409: the keys folder is read-only, missing, or holds a file that does
+    /// not load, so the operation cannot run.
+    KeysFolderUnusable,
 }
 
 impl ErrorCode {
@@ -57,7 +60,7 @@ impl ErrorCode {
             Self::ServiceUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             Self::Other(status) => status,
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
-            Self::KeyExists | Self::KeyInUse => StatusCode::CONFLICT,
+            Self::KeyExists | Self::KeyInUse | Self::KeysFolderUnusable => StatusCode::CONFLICT,
         }
     }
 
@@ -78,6 +81,7 @@ impl ErrorCode {
             Self::KeyExists => "20003",
             Self::KeyInUse => "20004",
             Self::InvalidField => "20005",
+            Self::KeysFolderUnusable => "20006",
         };
         Cow::Borrowed(code)
     }

@@ -7,6 +7,7 @@ pub mod app;
 pub mod config;
 pub mod error;
 pub mod keys;
+pub mod log_limit;
 pub mod ops;
 pub mod session;
 pub mod state;

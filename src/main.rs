@@ -26,11 +26,24 @@ fn main() -> ExitCode {
 
 /// Reads `.env` from the working directory when it exists. Variables
 /// already set in the environment win.
-fn load_dotenv() -> Result<(), dotenvy::Error> {
-    match dotenvy::from_path(".env") {
-        Err(dotenvy::Error::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        other => other,
+fn load_dotenv() -> Result<(), String> {
+    let entries = match dotenvy::from_path_iter(".env") {
+        Err(dotenvy::Error::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e.to_string()),
+        Ok(entries) => entries,
+    };
+    // dotenvy keeps the first of two lines for one variable, so a line
+    // appended to override an earlier one would be ignored without a word.
+    let mut seen = std::collections::HashSet::new();
+    for entry in entries {
+        let (name, _) = entry.map_err(|e| e.to_string())?;
+        if !seen.insert(name.clone()) {
+            return Err(format!(
+                "{name} is set more than once; keep one line for it"
+            ));
+        }
     }
+    dotenvy::from_path(".env").map_err(|e| e.to_string())
 }
 
 fn serve(cli: Cli) -> ExitCode {

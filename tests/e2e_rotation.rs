@@ -504,6 +504,26 @@ fn admin_errors_are_error_models() {
         json!({"secret": "x"}),
     );
     assert_eq!(unknown_member.status(), 400);
+    let prune_with_member = admin(
+        &http,
+        &server,
+        "POST",
+        "/admin/v1/prune",
+        json!({"all": true}),
+    );
+    assert_eq!(
+        prune_with_member.status(),
+        400,
+        "prune accepted an unknown member"
+    );
+    let as_text = http
+        .post(server.admin_url("/admin/v1/keys"))
+        .bearer_auth(ADMIN_TOKEN)
+        .header("content-type", "text/plain")
+        .body(r#"{"kid": "text"}"#)
+        .send()
+        .expect("admin request");
+    assert_eq!(as_text.status(), 415, "a text/plain body was accepted");
     let duplicate = admin(
         &http,
         &server,

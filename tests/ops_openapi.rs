@@ -272,6 +272,22 @@ fn check_admin(spec: &mut Spec, server: &TestServer, http: &reqwest::blocking::C
     let bad_alg = admin(http.post(url("/admin/v1/keys"))).json(&json!({"alg": "none"}));
     let (status, _) = spec.check("/admin/v1/keys", "post", bad_alg);
     assert_eq!(status, 400, "invalid alg");
+    let as_text = admin(http.post(url("/admin/v1/keys")))
+        .header("content-type", "text/plain")
+        .body(r#"{"kid": "doc-t"}"#);
+    let (status, _) = spec.check("/admin/v1/keys", "post", as_text);
+    assert_eq!(status, 415, "body that is not application/json");
+
+    let one = "/admin/v1/keys/{kid}";
+    let (status, fetched) = spec.check(one, "get", admin(http.get(url("/admin/v1/keys/doc-b"))));
+    assert_eq!(status, 200);
+    assert_eq!(fetched["kid"], "doc-b");
+    let (status, _) = spec.check(one, "get", admin(http.get(url("/admin/v1/keys/missing"))));
+    assert_eq!(status, 404, "unknown kid");
+    let (status, _) = spec.check(one, "get", http.get(url("/admin/v1/keys/doc-b")));
+    assert_eq!(status, 401, "no credential");
+    let (status, _) = spec.check(one, "get", admin(http.delete(url("/admin/v1/keys/doc-b"))));
+    assert_eq!(status, 405, "DELETE");
 
     let activate = "/admin/v1/keys/{kid}/activate";
     let later = json!({"at": "+1h"});

@@ -12,6 +12,7 @@ use actix_web_httpauth::headers::authorization::{Authorization, ParseError, Sche
 use zeroize::Zeroizing;
 
 use crate::error::{ApiError, ErrorCode};
+use crate::log_limit::LogLimiter;
 use crate::state::AppState;
 
 /// The `Bearer` credential of an `Authorization` header. Neither `Debug` nor
@@ -97,10 +98,13 @@ fn authenticate(req: &HttpRequest) -> Result<AdminAuth, ApiError> {
     match presented {
         Ok(bearer) if expected.matches(&bearer.credential) => Ok(AdminAuth { peer }),
         _ => {
-            log::warn!(
-                "admin authentication failed peer={peer} path={}",
-                req.path()
-            );
+            static FAILURES: LogLimiter = LogLimiter::new();
+            if let Some(held_back) = FAILURES.allow(chrono::Utc::now().timestamp()) {
+                log::warn!(
+                    "admin authentication failed peer={peer} path={} held_back={held_back}",
+                    req.path()
+                );
+            }
             Err(unauthorized())
         }
     }

@@ -62,12 +62,15 @@ impl AdminCredential {
             )
         })?);
         let plain = text.trim_end_matches(['\r', '\n']);
-        if plain.chars().count() < MIN_CREDENTIAL_CHARS || plain.contains(['\r', '\n']) {
+        // A bearer credential is sent in a header: anything but visible ASCII
+        // (spaces, non-ASCII, a second line) could never match a request.
+        let visible = plain.bytes().all(|b| b.is_ascii_graphic());
+        if plain.len() < MIN_CREDENTIAL_CHARS || !visible {
             return Err(fault(
                 "SESSIOND_ADMIN_TOKEN_FILE",
                 "admin-token-file",
                 format!(
-                    "{} must hold one line of at least {MIN_CREDENTIAL_CHARS} characters",
+                    "{} must hold one line of at least {MIN_CREDENTIAL_CHARS} visible ASCII characters, with no spaces",
                     path.display()
                 ),
             ));
@@ -145,6 +148,24 @@ mod tests {
         let error = AdminCredential::from_settings(Some(file.path()), None).unwrap_err();
 
         assert_eq!(error.variable, "SESSIOND_ADMIN_TOKEN_FILE");
+    }
+
+    #[test]
+    fn unmatchable_file_credential_rejected() {
+        let cases = [
+            (format!(" {PLAIN}"), "leading space"),
+            (format!("{PLAIN} "), "trailing space"),
+            (format!("{PLAIN}\u{20ac}"), "non-ASCII character"),
+            (format!("{PLAIN}\nsecond line"), "two lines"),
+        ];
+        for (text, description) in cases {
+            let mut file = tempfile::NamedTempFile::new().expect("temp file");
+            writeln!(file, "{text}").expect("writes");
+
+            let result = AdminCredential::from_settings(Some(file.path()), None);
+
+            assert!(result.is_err(), "{description} accepted");
+        }
     }
 
     #[test]

@@ -2,7 +2,8 @@
 //! the blocking pool, reloads this replica's ring at once, and writes one
 //! audit line.
 
-use actix_web::{HttpResponse, web};
+use actix_web::http::header;
+use actix_web::{HttpRequest, HttpResponse, web};
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
@@ -12,6 +13,7 @@ use crate::error::{ApiError, ErrorCode};
 use crate::keys::cli::parse_instant;
 use crate::keys::jwk::parse_algorithm;
 use crate::keys::ops::{KeyInfo, KeyOps, NewKey, OpsError, RetirePolicy};
+use crate::keys::store::StoreError;
 use crate::state::AppState;
 
 /// Body of `POST /admin/v1/keys` and `POST /admin/v1/rotate`.
@@ -32,6 +34,11 @@ struct NewKeyBody {
 struct ActivateBody {
     at: Option<String>,
 }
+
+/// Body of `prune`: no members.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PruneBody {}
 
 /// Body of `retire`.
 #[derive(Debug, Default, Deserialize)]
@@ -67,9 +74,10 @@ pub async fn get(
 pub async fn create(
     auth: AdminAuth,
     state: web::Data<AppState>,
+    req: HttpRequest,
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
-    let body: NewKeyBody = parse_body(&body)?;
+    let body: NewKeyBody = parse_body(&req, &body)?;
     let now = state.clock.now();
     reject_member(body.at.is_some(), "at", "use sign_from when creating a key")?;
     let sign_from = body
@@ -90,9 +98,10 @@ pub async fn create(
 pub async fn rotate(
     auth: AdminAuth,
     state: web::Data<AppState>,
+    req: HttpRequest,
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
-    let body: NewKeyBody = parse_body(&body)?;
+    let body: NewKeyBody = parse_body(&req, &body)?;
     let now = state.clock.now();
     reject_member(
         body.sign_from.is_some(),
@@ -114,9 +123,10 @@ pub async fn activate(
     auth: AdminAuth,
     state: web::Data<AppState>,
     kid: web::Path<String>,
+    req: HttpRequest,
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
-    let body: ActivateBody = parse_body(&body)?;
+    let body: ActivateBody = parse_body(&req, &body)?;
     let now = state.clock.now();
     let at = instant(body.at.as_deref().unwrap_or("now"), "at", now)?;
 
@@ -133,9 +143,10 @@ pub async fn retire(
     auth: AdminAuth,
     state: web::Data<AppState>,
     kid: web::Path<String>,
+    req: HttpRequest,
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
-    let body: RetireBody = parse_body(&body)?;
+    let body: RetireBody = parse_body(&req, &body)?;
     let now = state.clock.now();
     let at = instant(body.at.as_deref().unwrap_or("now"), "at", now)?;
     let policy = RetirePolicy {
@@ -154,7 +165,13 @@ pub async fn retire(
     Ok(HttpResponse::Ok().json(info))
 }
 
-pub async fn prune(auth: AdminAuth, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+pub async fn prune(
+    auth: AdminAuth,
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    let PruneBody {} = parse_body(&req, &body)?;
     let ops = KeyOps::new(state.keys.dir());
     let now = state.clock.now();
     let pruned = run_blocking(move || ops.prune(now))
@@ -219,8 +236,20 @@ fn ops_error(error: OpsError) -> ApiError {
             format!("A key with kid {kid:?} already exists."),
         )
         .with_error_path("kid"),
-        OpsError::OnlySigningKey(_) | OpsError::TokensMayBeValid { .. } | OpsError::Retired(_) => {
+        OpsError::OnlySigningKey(_)
+        | OpsError::TokensMayBeValid { .. }
+        | OpsError::Retired(_)
+        | OpsError::AlreadyRetired(_) => {
             ApiError::new(ErrorCode::KeyInUse, capitalize(&error.to_string()))
+        }
+        OpsError::ReadOnly { .. }
+        | OpsError::Store(StoreError::Invalid { .. } | StoreError::ReadFile { .. })
+        | OpsError::Store(StoreError::ReadDir { .. }) => {
+            log::warn!("admin key operation rejected: {error}");
+            ApiError::new(
+                ErrorCode::KeysFolderUnusable,
+                capitalize(&error.to_string()),
+            )
         }
         OpsError::Store(_) | OpsError::Lock { .. } => {
             log::error!("admin key operation failed: {error}");
@@ -241,9 +270,24 @@ fn capitalize(text: &str) -> String {
 }
 
 /// Parses an optional JSON object body; an empty body is the default.
-fn parse_body<T: DeserializeOwned + Default>(body: &[u8]) -> Result<T, ApiError> {
+fn parse_body<T: DeserializeOwned + Default>(
+    req: &HttpRequest,
+    body: &[u8],
+) -> Result<T, ApiError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(T::default());
+    }
+    let is_json = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.split(';').next())
+        .is_some_and(|essence| essence.trim().eq_ignore_ascii_case("application/json"));
+    if !is_json {
+        return Err(ApiError::new(
+            ErrorCode::UnsupportedMediaType,
+            "A request body must be sent as Content-Type: application/json.",
+        ));
     }
     serde_json::from_slice(body).map_err(|e| {
         ApiError::new(

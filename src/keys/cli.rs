@@ -1,6 +1,7 @@
 //! `sessiond keys …`: the key operations on a folder from the command line,
 //! for cron jobs and deployment pipelines. Output never contains a secret.
 
+use std::os::unix::fs::DirBuilderExt;
 use std::path::PathBuf;
 
 use chrono::{DateTime, Duration, Utc};
@@ -35,8 +36,9 @@ pub enum KeysCommand {
     Activate {
         #[command(flatten)]
         folder: Folder,
+        /// Key id of the key to activate.
         kid: String,
-        /// now, +DURATION or RFC 3339.
+        /// When the key starts signing: now, +DURATION or RFC 3339.
         #[arg(long, default_value = "now")]
         at: String,
     },
@@ -55,10 +57,12 @@ pub enum KeysCommand {
     Retire {
         #[command(flatten)]
         folder: Folder,
+        /// Key id of the key to retire.
         kid: String,
-        /// now, +DURATION or RFC 3339.
+        /// When the key stops verifying: now, +DURATION or RFC 3339.
         #[arg(long, default_value = "now")]
         at: String,
+        /// Retire even when it is the only signing key or its tokens may be valid.
         #[arg(long)]
         force: bool,
         /// Largest token lifetime in seconds, as the servers are configured.
@@ -162,7 +166,10 @@ fn execute(command: KeysCommand, now: DateTime<Utc>) -> Result<(), String> {
                 None if !has_signing_key(&folder.dir, now) => Some(now),
                 None => None,
             };
-            std::fs::create_dir_all(&folder.dir)
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(&folder.dir)
                 .map_err(|e| format!("cannot create keys folder {}: {e}", folder.dir.display()))?;
             let info = KeyOps::new(folder.dir)
                 .create(new.to_new_key(sign_from)?, now)

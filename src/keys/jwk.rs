@@ -25,7 +25,10 @@ pub fn min_secret_bytes(alg: Algorithm) -> usize {
 pub const MAX_KID_CHARS: usize = 64;
 
 /// A key file as stored on disk. `k` is base64url; its `Debug` is redacted.
+/// Unknown members are rejected, although RFC 7517 lets readers ignore
+/// them: a misspelled `verify_until` would otherwise leave a key valid forever.
 #[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct KeyFile {
     pub kty: String,
     pub kid: String,
@@ -33,6 +36,9 @@ pub struct KeyFile {
     pub k: Zeroizing<String>,
     #[serde(default, skip_serializing_if = "Option::is_none", rename = "use")]
     pub key_use: Option<String>,
+    /// RFC 7517 `key_ops`; accepted and not used.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_ops: Option<Vec<String>>,
     pub created_at: DateTime<Utc>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sign_from: Option<DateTime<Utc>>,
@@ -165,6 +171,7 @@ impl KeyFile {
             alg: algorithm_name(key.alg).to_owned(),
             k: Zeroizing::new(URL_SAFE_NO_PAD.encode(key.secret())),
             key_use: None,
+            key_ops: None,
             created_at: key.created_at,
             sign_from: key.sign_from,
             verify_until: key.verify_until,
@@ -284,6 +291,22 @@ mod tests {
         let fault = KeyFile::parse(file_text(extra).as_bytes()).unwrap_err();
 
         assert_eq!(fault, KeyFileFault::Lifecycle);
+    }
+
+    #[test]
+    fn parse_rejects_misspelled_member() {
+        let text = file_text(r#","verify_untill":"2026-02-01T00:00:00Z""#);
+
+        let fault = KeyFile::parse(text.as_bytes()).unwrap_err().to_string();
+
+        assert!(fault.contains("verify_untill"), "{fault}");
+    }
+
+    #[test]
+    fn parse_accepts_registered_members() {
+        let text = file_text(r#","use":"sig","key_ops":["sign","verify"]"#);
+
+        assert!(KeyFile::parse(text.as_bytes()).is_ok());
     }
 
     #[test]

@@ -64,8 +64,12 @@ pub enum OpsError {
     OnlySigningKey(String),
     #[error("tokens signed by key {kid:?} may be valid until {until}; retire it then, or force")]
     TokensMayBeValid { kid: String, until: String },
-    #[error("key {0:?} is retired; a retired key cannot sign")]
+    #[error("key {0:?} is retired at that time; a retired key cannot sign")]
     Retired(String),
+    #[error("key {0:?} is already retired; its verify_until cannot move later")]
+    AlreadyRetired(String),
+    #[error("keys folder {} is read-only here; change the keys where the folder is written", path.display())]
+    ReadOnly { path: PathBuf },
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("cannot lock keys folder {}: {source}", path.display())]
@@ -178,6 +182,12 @@ impl KeyOps {
             .ok_or_else(|| OpsError::NotFound(kid.to_owned()))?;
         // A key retired before its scheduled `sign_from` never signs, so the
         // schedule is dropped rather than left after `verify_until`.
+        if key
+            .verify_until
+            .is_some_and(|until| until <= now && until < at)
+        {
+            return Err(OpsError::AlreadyRetired(kid.to_owned()));
+        }
         let sign_from = key.sign_from.filter(|from| *from <= at);
         let retired = key.with_lifecycle(sign_from, Some(at));
 
@@ -191,6 +201,11 @@ impl KeyOps {
 
     /// Deletes every key whose `verify_until` has passed at `now`.
     pub fn prune(&self, now: DateTime<Utc>) -> Result<Vec<String>, OpsError> {
+        // Nothing to delete needs no write access, so a read-only folder
+        // (a mounted Secret) answers with an empty list.
+        if self.read()?.keys().iter().all(|key| key.verifies_at(now)) {
+            return Ok(Vec::new());
+        }
         let _lock = self.lock()?;
         let ring = self.read()?;
         let mut pruned = Vec::new();
@@ -217,10 +232,23 @@ impl KeyOps {
 
     /// Takes the folder's exclusive lock until the returned file is dropped.
     fn lock(&self) -> Result<File, OpsError> {
+        if !self.dir.is_dir() {
+            return Err(OpsError::Store(StoreError::ReadDir {
+                path: self.dir.clone(),
+                source: std::io::ErrorKind::NotFound.into(),
+            }));
+        }
         let path = self.dir.join(LOCK_FILE);
-        let lock_error = |source| OpsError::Lock {
-            path: path.clone(),
-            source,
+        let lock_error = |source: std::io::Error| match source.kind() {
+            std::io::ErrorKind::ReadOnlyFilesystem | std::io::ErrorKind::PermissionDenied => {
+                OpsError::ReadOnly {
+                    path: self.dir.clone(),
+                }
+            }
+            _ => OpsError::Lock {
+                path: path.clone(),
+                source,
+            },
         };
         let file = OpenOptions::new()
             .create(true)

@@ -231,3 +231,51 @@ fn retire_scheduled_key_drops_schedule() {
     assert_eq!(info.sign_from, None, "schedule kept after verify_until");
     assert!(ops.list(at(10)).is_ok(), "the folder no longer loads");
 }
+
+#[test]
+fn retired_key_stays_retired() {
+    let (_dir, ops) = folder();
+    ops.create(new_key("a", Some(at(0))), at(0))
+        .expect("creates");
+    ops.create(new_key("b", None), at(0)).expect("creates");
+    ops.retire("b", at(10), false, POLICY, at(10))
+        .expect("retires");
+
+    let later = ops.retire("b", at(100_000), true, POLICY, at(20));
+    let earlier = ops.retire("b", at(5), true, POLICY, at(20));
+
+    assert!(
+        matches!(later, Err(OpsError::AlreadyRetired(_))),
+        "{later:?}"
+    );
+    assert!(earlier.is_ok(), "moving verify_until earlier: {earlier:?}");
+}
+
+#[test]
+fn missing_folder_reported() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let ops = KeyOps::new(dir.path().join("absent"));
+
+    let error = ops.activate("a", at(0), at(0)).unwrap_err().to_string();
+
+    assert!(
+        error.contains("absent") && error.contains("cannot read keys folder"),
+        "{error}"
+    );
+}
+
+#[test]
+fn prune_with_nothing_to_delete_needs_no_lock() {
+    let (dir, ops) = folder();
+    ops.create(new_key("a", Some(at(0))), at(0))
+        .expect("creates");
+    std::fs::remove_file(dir.path().join(LOCK_FILE)).expect("removes lock file");
+
+    let pruned = ops.prune(at(0)).expect("prunes");
+
+    assert!(pruned.is_empty());
+    assert!(
+        !dir.path().join(LOCK_FILE).exists(),
+        "prune took the lock with nothing to delete"
+    );
+}

@@ -10,6 +10,7 @@ use chrono::{DateTime, Utc};
 
 use crate::error::{ApiError, ErrorCode};
 use crate::keys::KeyRing;
+use crate::log_limit::LogLimiter;
 use crate::state::AppState;
 use crate::token::{Rejection, TokenPolicy, Verified, mint_token, verify_token};
 use source::{TOKEN_HEADER, TokenSource, token_source, uses_header};
@@ -57,10 +58,13 @@ pub async fn maintain_session(
         }
         Check::Invalid { reason } => {
             let Some(key) = ring.signing_key(now) else {
-                log::error!(
-                    "outcome=unavailable reason=no_signing_key source={}",
-                    source.label()
-                );
+                static UNAVAILABLE: LogLimiter = LogLimiter::new();
+                if let Some(held_back) = UNAVAILABLE.allow(now.timestamp()) {
+                    log::error!(
+                        "outcome=unavailable reason=no_signing_key source={} held_back={held_back}",
+                        source.label()
+                    );
+                }
                 return Err(ApiError::new(
                     ErrorCode::ServiceUnavailable,
                     "No key can sign a new session now.",
