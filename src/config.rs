@@ -407,6 +407,23 @@ mod tests {
     }
 
     #[test]
+    fn env_example_lists_every_setting() {
+        let example = include_str!("../.env.example");
+        let command = <Cli as clap::CommandFactory>::command();
+
+        for argument in command.get_arguments() {
+            let Some(variable) = argument.get_env().and_then(|v| v.to_str()) else {
+                continue;
+            };
+
+            assert!(
+                example.contains(&format!("{variable}=")),
+                "{variable} missing from .env.example"
+            );
+        }
+    }
+
+    #[test]
     fn samesite_none_requires_secure() {
         let error = parse(&["--cookie-samesite", "None", "--cookie-secure", "false"]).unwrap_err();
 
