@@ -3,9 +3,11 @@
 //! nothing of HTTP.
 
 mod claims;
+mod mac;
 mod mint;
 mod verify;
 
+pub use mac::{KeyedMac, MAX_TAG_BYTES};
 pub use mint::{MintError, Minted, mint_token};
 pub use verify::{Rejection, Verified, verify_token};
 
