@@ -26,7 +26,7 @@ fn at(secs: i64) -> DateTime<Utc> {
     DateTime::from_timestamp(secs, 0).expect("valid timestamp")
 }
 
-/// The policy the load benchmark runs with: issuer "ccstore", tokens
+/// Returns the policy the load benchmark runs with: issuer "ccstore", tokens
 /// accepted for up to a day.
 fn policy() -> TokenPolicy {
     TokenPolicy::new("ccstore".to_owned(), 86_400, 86_400, 30, 4096)
@@ -48,14 +48,14 @@ fn key(kid: &str, seed: usize, sign_from: Option<DateTime<Utc>>) -> Key {
     )
 }
 
-/// A ring with the signing bench key and `extra` verify-only keys.
+/// Builds a ring with the signing bench key and `extra` verify-only keys.
 fn ring(extra: usize) -> KeyRing {
     let mut keys = vec![key(KID, 0, Some(at(0)))];
     keys.extend((1..=extra).map(|i| key(&format!("key-{i:05}"), i, None)));
     KeyRing::new(keys).expect("unique kids")
 }
 
-/// The work no verifier can skip: base64url-decode the three segments and
+/// Does the work no verifier can skip: base64url-decode the three segments and
 /// compute one HMAC-SHA256 over the signing input, with the key already
 /// prepared (the keyed state is cloned, as a key prepared at load time is).
 fn raw_verify(token: &str, keyed: &Hmac<Sha256>) -> bool {
@@ -91,7 +91,7 @@ fn with_reordered_header(token: &str, keyed: &Hmac<Sha256>) -> String {
     format!("{input}.{tag}")
 }
 
-/// The work no minter can skip: base64url-encode the header (already
+/// Does the work no minter can skip: base64url-encode the header (already
 /// prepared here) and claims JSON, one HMAC-SHA256 over the signing input,
 /// and base64url-encode the tag. No randomness and no JSON formatting.
 fn raw_mint(header_segment: &str, claims_json: &[u8], keyed: &Hmac<Sha256>) -> String {
@@ -170,7 +170,7 @@ fn mint_benches(c: &mut Criterion) {
     group.finish();
 }
 
-/// The two HMAC checks side by side: jsonwebtoken's, which keys a new HMAC
+/// Measures the two HMAC checks side by side: jsonwebtoken's, which keys a new HMAC
 /// and allocates on every call, and the key's prepared state.
 fn hmac_benches(c: &mut Criterion) {
     let policy = policy();

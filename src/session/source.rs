@@ -123,7 +123,7 @@ mod tests {
 
     use super::*;
 
-    /// The cookie values found, or a panic naming the other source.
+    /// Returns the cookie values found; panics on any other source.
     fn cookies<'a>(source: &'a TokenSource<'a>) -> &'a [&'a str] {
         match source {
             TokenSource::Cookies(candidates) => candidates.as_slice(),

@@ -156,9 +156,9 @@ thread_local! {
 }
 
 /// Fills `out` from this thread's ChaCha20 generator. Its first seed comes
-/// from `getrandom`; later seeds from the same source, after every
-/// [`RESEED_AFTER_BYTES`] of output (if a reseed fails, the generator goes
-/// on with its current state and tries again later).
+/// from `getrandom`, and a new seed from the OS after every
+/// [`RESEED_AFTER_BYTES`] of output. If a reseed fails, the generator goes
+/// on with its current state and tries again later.
 fn fill_session_id(out: &mut [u8; SESSION_ID_BYTES]) -> Result<(), MintError> {
     SESSION_ID_RNG.with_borrow_mut(|slot| {
         let rng = match slot {

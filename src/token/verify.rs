@@ -6,9 +6,9 @@
 //! the key, never from the token; `kid` is only a lookup hint.
 //!
 //! The HMAC is computed with the key's prepared [`KeyedMac`](super::KeyedMac)
-//! instead of `jsonwebtoken::crypto::verify`, which keys a new HMAC and
-//! allocates for every call; both use the same `hmac` and `sha2` crates, and
-//! the tests cross-check accepted tokens with `jsonwebtoken::decode`.
+//! instead of `jsonwebtoken::crypto::verify`, because that keys a new HMAC
+//! and allocates for every call. Both use the same `hmac` and `sha2` crates,
+//! and the tests cross-check accepted tokens with `jsonwebtoken::decode`.
 
 use std::sync::Arc;
 
