@@ -8,10 +8,10 @@
 #   CONNECTIONS=256 DURATION=5 bench/load.sh ceiling product   # peak RSS
 #   ROUNDS=3 bench/load.sh                 # medians of 3 interleaved rounds
 #
-# Builds sessiond in release, writes the bench key (BENCH_SECRET_B64 under
-# BENCH_KID; a fresh one unless both are set) as a JWK file of mode 0600
-# into a temporary keys folder, and hands compare.sh a PRODUCT_CMD that
-# starts sessiond on the address and with the worker count it is given.
+# Builds sessiond in release and writes the bench key (BENCH_SECRET_B64
+# under BENCH_KID, a fresh one unless set) as a JWK file of mode 0600 into
+# a temporary keys folder. compare.sh then gets a PRODUCT_CMD that starts
+# sessiond on the address and with the worker count it is given.
 # Every other setting of compare.sh (DURATION, WARMUP, ROUNDS, SCENARIOS,
 # PIN, CONNECTIONS, RESULTS_DIR, ...) passes through; `compare.sh --help`
 # lists them. Traffic goes to 127.0.0.1 only.
@@ -38,7 +38,7 @@ TOKENS=$SHARED_BENCH/tokens.py
 
 if [[ ! -x $COMPARE || ! -f $TOKENS ]]; then
   echo "error: compare.sh or tokens.py not found in $SHARED_BENCH;" \
-    "set SHARED_BENCH to the folder that holds them" >&2
+    "set SHARED_BENCH to the folder that contains them" >&2
   exit 2
 fi
 
@@ -57,7 +57,6 @@ if [[ ! -x $BIN ]]; then
 fi
 BIN=$(cd "$(dirname "$BIN")" && pwd)/$(basename "$BIN")
 
-# Both or neither: a kid without its secret cannot be written as a key.
 if [[ -z ${BENCH_SECRET_B64:-} ]]; then
   BENCH_SECRET_B64=$(python3 "$TOKENS" secret)
 fi

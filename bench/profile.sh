@@ -92,7 +92,7 @@ for _ in $(seq 100); do
   sleep 0.05
 done
 curl -fs -o /dev/null "$URL" || {
-  echo "error: sessiond did not answer on $URL; see $OUT/server.log" >&2
+  echo "error: sessiond did not respond on $URL; see $OUT/server.log" >&2
   exit 1
 }
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Start-to-ready time of sessiond: from starting the process to its first
-200 answer on the session endpoint, polled every millisecond on loopback.
+200 response on the session endpoint, polled every millisecond on loopback.
 
 Usage:
   bench/startup.py [--keys N] [--runs N] [--bin PATH]
@@ -86,7 +86,7 @@ def one_run(binary: str, keys: int, timeout_s: float) -> float:
                     raise RuntimeError(f"sessiond exited with {server.returncode}: "
                                        f"{server.stderr.read().decode(errors='replace')}")
                 time.sleep(0.001)
-            raise RuntimeError(f"sessiond did not answer within {timeout_s} s")
+            raise RuntimeError(f"sessiond did not respond within {timeout_s} s")
         finally:
             server.terminate()
             try:
