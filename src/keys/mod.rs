@@ -20,6 +20,8 @@ use zeroize::Zeroizing;
 pub use jwk::{KeyFile, KeyFileFault};
 pub use ring::{KeyRing, Lookup};
 
+use crate::token::KeyedMac;
+
 /// One HMAC key with its lifecycle. `Debug` never prints the secret.
 pub struct Key {
     pub kid: Arc<str>,
@@ -27,7 +29,11 @@ pub struct Key {
     secret: Zeroizing<Vec<u8>>,
     encoding: EncodingKey,
     decoding: DecodingKey,
-    /// base64url of the JOSE header this key mints with, prepared once.
+    /// The HMAC keyed with `secret`, prepared once; tokens sign and verify
+    /// with copies of it.
+    mac: KeyedMac,
+    /// base64url of the JOSE header this key mints with, prepared once:
+    /// `{"alg":…,"typ":"JWT","kid":…}`.
     header_segment: String,
     /// Hex digest that identifies the key without revealing the secret.
     pub fingerprint: String,
@@ -73,18 +79,22 @@ impl Key {
         sign_from: Option<DateTime<Utc>>,
         verify_until: Option<DateTime<Utc>>,
     ) -> Self {
-        let header = serde_json::json!({
-            "alg": jwk::algorithm_name(alg),
-            "typ": "JWT",
-            "kid": kid,
-        });
-        let header_segment = URL_SAFE_NO_PAD.encode(header.to_string());
+        // Members in the order RFC 7515's examples and most libraries use,
+        // so tokens of other minters with this key often have the same
+        // header bytes and take the ring's header lookup too.
+        let header = format!(
+            r#"{{"alg":"{}","typ":"JWT","kid":{}}}"#,
+            jwk::algorithm_name(alg),
+            serde_json::Value::from(kid.as_str())
+        );
+        let header_segment = URL_SAFE_NO_PAD.encode(header);
         let fingerprint = fingerprint(alg, &kid, &secret);
         Key {
             kid: Arc::from(kid),
             alg,
             encoding: EncodingKey::from_secret(&secret),
             decoding: DecodingKey::from_secret(&secret),
+            mac: KeyedMac::new(alg, &secret),
             secret,
             header_segment,
             fingerprint,
@@ -104,6 +114,10 @@ impl Key {
 
     pub fn decoding_key(&self) -> &DecodingKey {
         &self.decoding
+    }
+
+    pub fn mac(&self) -> &KeyedMac {
+        &self.mac
     }
 
     pub fn header_segment(&self) -> &str {

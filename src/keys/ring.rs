@@ -10,10 +10,13 @@ use sha2::{Digest, Sha256};
 use super::{Key, KeyState, hex};
 
 /// An immutable set of keys. Lookups cost the same whatever its size: a hash
-/// map by `kid` to verify, a binary search over `sign_from` to sign.
+/// map by `kid` (or by the exact header segment) to verify, a binary search
+/// over `sign_from` to sign.
 #[derive(Debug)]
 pub struct KeyRing {
     by_kid: HashMap<Arc<str>, Arc<Key>>,
+    /// Each key by the base64url JOSE header it mints with.
+    by_header_segment: HashMap<Box<str>, Arc<Key>>,
     /// Keys that have a `sign_from`, sorted by (`sign_from`, `kid`).
     schedule: Vec<Arc<Key>>,
     fingerprint: String,
@@ -50,9 +53,14 @@ impl KeyRing {
             .collect();
         schedule.sort_by(|a, b| (a.sign_from, &a.kid).cmp(&(b.sign_from, &b.kid)));
 
+        let by_header_segment = by_kid
+            .values()
+            .map(|key| (Box::from(key.header_segment()), key.clone()))
+            .collect();
         let fingerprint = set_fingerprint(&by_kid);
         Ok(KeyRing {
             by_kid,
+            by_header_segment,
             schedule,
             fingerprint,
         })
@@ -65,6 +73,23 @@ impl KeyRing {
             Some(_) => Lookup::Retired,
             None => Lookup::Unknown,
         }
+    }
+
+    /// Finds the key that verifies tokens whose header segment is exactly
+    /// `header_b64`, the one that key mints with; `None` for any other
+    /// spelling. Such a header needs no parsing: its `alg` is the key's,
+    /// its `typ` is "JWT" and it has no `crit`.
+    pub fn verifying_key_by_header(
+        &self,
+        header_b64: &str,
+        now: DateTime<Utc>,
+    ) -> Option<Lookup<'_>> {
+        let key = self.by_header_segment.get(header_b64)?;
+        Some(if key.verifies_at(now) {
+            Lookup::Found(key)
+        } else {
+            Lookup::Retired
+        })
     }
 
     /// The key that mints at `now`: of the keys that may sign, the one with
@@ -224,6 +249,23 @@ mod tests {
         assert_eq!(state("scheduled"), KeyState::Scheduled);
         assert_eq!(state("spare"), KeyState::Verifying);
         assert_eq!(state("gone"), KeyState::Retired);
+    }
+
+    #[test]
+    fn header_lookup_matches_kid_lookup() {
+        let ring = KeyRing::new(vec![key("a", Some(0), Some(100)), key("b", None, None)])
+            .expect("unique kids");
+        let header_a = ring.get("a").expect("present").header_segment().to_owned();
+
+        assert!(matches!(
+            ring.verifying_key_by_header(&header_a, at(99)),
+            Some(Lookup::Found(k)) if &*k.kid == "a"
+        ));
+        assert!(matches!(
+            ring.verifying_key_by_header(&header_a, at(100)),
+            Some(Lookup::Retired)
+        ));
+        assert!(ring.verifying_key_by_header("eyJ9", at(0)).is_none());
     }
 
     #[test]

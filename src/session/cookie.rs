@@ -1,7 +1,10 @@
 //! The `Set-Cookie` value of the session cookie. Its attributes are fixed at
 //! start, so a response only appends the token and `Max-Age`.
 
+use std::ops::Range;
+
 use actix_web::http::header::HeaderValue;
+use actix_web::web::Bytes;
 
 /// Name of the session cookie.
 pub const COOKIE_NAME: &str = "session_token-store";
@@ -53,14 +56,68 @@ impl CookieSettings {
     /// when the token has bytes a header cannot carry, which a verified or
     /// minted token never has.
     pub fn set_cookie(&self, token: &str, max_age_secs: i64) -> Option<HeaderValue> {
-        let mut value =
-            String::with_capacity(COOKIE_NAME.len() + 1 + token.len() + self.attributes.len() + 20);
+        let cookie = self.session_cookie(max_age_secs, token.len(), |value| {
+            value.push_str(token);
+            Ok::<(), ()>(())
+        });
+        cookie.ok()?.into_set_cookie()
+    }
+
+    /// Builds the cookie around the token that `write_token` appends to the
+    /// value it is given (`token_len` bytes, for the allocation), kept for
+    /// `max_age_secs`. The whole value is one allocation.
+    pub fn session_cookie<E>(
+        &self,
+        max_age_secs: i64,
+        token_len: usize,
+        write_token: impl FnOnce(&mut String) -> Result<(), E>,
+    ) -> Result<SessionCookie, E> {
+        let mut max_age = itoa::Buffer::new();
+        let max_age = max_age.format(max_age_secs);
+        let mut value = String::with_capacity(
+            COOKIE_NAME.len() + 1 + token_len + self.attributes.len() + max_age.len(),
+        );
         value.push_str(COOKIE_NAME);
         value.push('=');
-        value.push_str(token);
+        let start = value.len();
+        write_token(&mut value)?;
+        let token = start..value.len();
         value.push_str(&self.attributes);
-        value.push_str(itoa::Buffer::new().format(max_age_secs));
-        HeaderValue::try_from(value).ok()
+        value.push_str(max_age);
+        Ok(SessionCookie {
+            value: Bytes::from(value),
+            token,
+        })
+    }
+}
+
+/// A `Set-Cookie` value and the token inside it. Both header values share
+/// its one buffer, so echoing the token in a header copies nothing.
+#[derive(Clone)]
+pub struct SessionCookie {
+    value: Bytes,
+    token: Range<usize>,
+}
+
+impl SessionCookie {
+    /// The token alone as a header value, or `None` when it has bytes a
+    /// header cannot carry.
+    pub fn token(&self) -> Option<HeaderValue> {
+        HeaderValue::from_maybe_shared(self.value.slice(self.token.clone())).ok()
+    }
+
+    /// The `Set-Cookie` header value, or `None` as for [`Self::token`].
+    /// Taking `self` hands the buffer over without a reference count.
+    pub fn into_set_cookie(self) -> Option<HeaderValue> {
+        HeaderValue::from_maybe_shared(self.value).ok()
+    }
+}
+
+impl std::fmt::Debug for SessionCookie {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionCookie")
+            .field("value", &"[redacted]")
+            .finish()
     }
 }
 
@@ -97,5 +154,48 @@ mod tests {
         let settings = CookieSettings::new(true, SameSite::Lax, None);
 
         assert!(settings.set_cookie("a\r\nb", 1).is_none());
+    }
+
+    #[test]
+    fn session_cookie_shares_token() {
+        let settings = CookieSettings::new(true, SameSite::Lax, None);
+
+        let cookie = settings
+            .session_cookie(60, 0, |value| {
+                value.push_str("x.y.z");
+                Ok::<(), ()>(())
+            })
+            .expect("written");
+
+        assert_eq!(cookie.token().expect("valid header"), "x.y.z");
+        let set_cookie = cookie.into_set_cookie().expect("valid header");
+        assert_eq!(
+            set_cookie.to_str().expect("ascii"),
+            "session_token-store=x.y.z; Path=/; HttpOnly; Secure; SameSite=Lax; Max-Age=60"
+        );
+    }
+
+    #[test]
+    fn session_cookie_passes_error_on() {
+        let settings = CookieSettings::new(true, SameSite::Lax, None);
+
+        let result = settings.session_cookie(60, 0, |_| Err("mint failed"));
+
+        assert_eq!(result.unwrap_err(), "mint failed");
+    }
+
+    #[test]
+    fn session_cookie_debug_redacts_token() {
+        let settings = CookieSettings::new(true, SameSite::Lax, None);
+        let cookie = settings
+            .session_cookie(60, 0, |value| {
+                value.push_str("secret.token.value");
+                Ok::<(), ()>(())
+            })
+            .expect("written");
+
+        let debug = format!("{cookie:?}");
+
+        assert!(!debug.contains("secret"), "{debug}");
     }
 }

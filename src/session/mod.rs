@@ -12,7 +12,10 @@ use crate::error::{ApiError, ErrorCode};
 use crate::keys::KeyRing;
 use crate::log_limit::LogLimiter;
 use crate::state::AppState;
-use crate::token::{Rejection, TokenPolicy, Verified, mint_token, verify_token};
+use crate::token::{
+    Rejection, TokenPolicy, Verified, append_token, minted_token_len, verify_token,
+};
+use cookie::SessionCookie;
 use source::{TOKEN_HEADER, TokenSource, token_source, uses_header};
 
 /// Path of the endpoint.
@@ -54,7 +57,11 @@ pub async fn maintain_session(
             );
             state.metrics.count_valid(&verified.kid);
             let max_age = ((verified.exp - now.timestamp() as f64).floor() as i64).max(1);
-            session_response(&state, token, max_age, true, echo)
+            let cookie = state.cookie.session_cookie(max_age, token.len(), |value| {
+                value.push_str(token);
+                Ok::<(), ApiError>(())
+            })?;
+            session_response(cookie, true, echo)
         }
         Check::Invalid { reason } => {
             let Some(key) = ring.signing_key(now) else {
@@ -70,17 +77,29 @@ pub async fn maintain_session(
                     "No key can sign a new session now.",
                 ));
             };
-            let minted = mint_token(key, &state.policy, now).map_err(|e| {
-                log::error!("outcome=error reason=mint_failed kid={} error={e}", key.kid);
-                ApiError::new(ErrorCode::Internal, "The session could not be started.")
-            })?;
+            let policy = &state.policy;
+            let cookie = state.cookie.session_cookie(
+                policy.ttl_secs,
+                minted_token_len(key, policy, now),
+                |value| {
+                    append_token(key, policy, now, value)
+                        .map(drop)
+                        .map_err(|e| {
+                            log::error!(
+                                "outcome=error reason=mint_failed kid={} error={e}",
+                                key.kid
+                            );
+                            ApiError::new(ErrorCode::Internal, "The session could not be started.")
+                        })
+                },
+            )?;
             log::debug!(
                 "outcome=new_session reason={reason} source={} kid={}",
                 source.label(),
                 key.kid
             );
             state.metrics.count_new_session(reason, &key.kid);
-            session_response(&state, &minted.token, state.policy.ttl_secs, false, echo)
+            session_response(cookie, false, echo)
         }
     }
 }
@@ -95,7 +114,7 @@ fn check_source<'a>(
 ) -> Check<'a> {
     let candidates: &[&'a str] = match source {
         TokenSource::Header(token) => std::slice::from_ref(token),
-        TokenSource::Cookies(tokens) => tokens,
+        TokenSource::Cookies(tokens) => tokens.as_slice(),
         TokenSource::AmbiguousHeader => {
             return Check::Invalid {
                 reason: "ambiguous_header",
@@ -118,19 +137,20 @@ fn check_source<'a>(
 }
 
 fn session_response(
-    state: &AppState,
-    token: &str,
-    max_age_secs: i64,
+    cookie: SessionCookie,
     valid: bool,
     echo: bool,
 ) -> Result<HttpResponse, ApiError> {
-    let cookie = state
-        .cookie
-        .set_cookie(token, max_age_secs)
-        .ok_or_else(|| {
-            log::error!("outcome=error reason=token_not_header_safe");
-            ApiError::new(ErrorCode::Internal, "The session could not be returned.")
-        })?;
+    let not_header_safe = || {
+        log::error!("outcome=error reason=token_not_header_safe");
+        ApiError::new(ErrorCode::Internal, "The session could not be returned.")
+    };
+    let token = if echo {
+        Some(cookie.token().ok_or_else(not_header_safe)?)
+    } else {
+        None
+    };
+    let set_cookie = cookie.into_set_cookie().ok_or_else(not_header_safe)?;
 
     let mut response = HttpResponse::Ok();
     response
@@ -139,12 +159,9 @@ fn session_response(
             HeaderValue::from_static("application/json"),
         ))
         .insert_header((header::CACHE_CONTROL, HeaderValue::from_static("no-store")))
-        .insert_header((header::SET_COOKIE, cookie));
-    if echo {
-        // The token is base64url and dots here, so it is a valid header value.
-        if let Ok(value) = HeaderValue::from_str(token) {
-            response.insert_header((TOKEN_HEADER.clone(), value));
-        }
+        .insert_header((header::SET_COOKIE, set_cookie));
+    if let Some(token) = token {
+        response.insert_header((TOKEN_HEADER.clone(), token));
     }
     Ok(response.body(if valid { VALID_BODY } else { INVALID_BODY }))
 }

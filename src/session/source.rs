@@ -24,9 +24,35 @@ pub enum TokenSource<'a> {
     AmbiguousHeader,
     /// Values of `session_token-store` cookies, in request order (at most
     /// [`MAX_COOKIE_CANDIDATES`]).
-    Cookies(Vec<&'a str>),
+    Cookies(CookieCandidates<'a>),
     /// No token at all.
     Absent,
+}
+
+/// Up to [`MAX_COOKIE_CANDIDATES`] cookie values, kept on the stack.
+#[derive(Debug, PartialEq, Eq)]
+pub struct CookieCandidates<'a> {
+    values: [&'a str; MAX_COOKIE_CANDIDATES],
+    len: usize,
+}
+
+impl<'a> CookieCandidates<'a> {
+    /// Takes the first [`MAX_COOKIE_CANDIDATES`] values of `values`.
+    fn collect(values: impl Iterator<Item = &'a str>) -> Self {
+        let mut candidates = CookieCandidates {
+            values: [""; MAX_COOKIE_CANDIDATES],
+            len: 0,
+        };
+        for (slot, value) in candidates.values.iter_mut().zip(values) {
+            *slot = value;
+            candidates.len += 1;
+        }
+        candidates
+    }
+
+    pub fn as_slice(&self) -> &[&'a str] {
+        &self.values[..self.len]
+    }
 }
 
 impl TokenSource<'_> {
@@ -60,8 +86,8 @@ pub fn token_source(headers: &HeaderMap) -> TokenSource<'_> {
         }
     }
 
-    let candidates: Vec<&str> = cookie_values(headers).take(MAX_COOKIE_CANDIDATES).collect();
-    if candidates.is_empty() {
+    let candidates = CookieCandidates::collect(cookie_values(headers));
+    if candidates.len == 0 {
         TokenSource::Absent
     } else {
         TokenSource::Cookies(candidates)
@@ -97,6 +123,14 @@ mod tests {
 
     use super::*;
 
+    /// Returns the cookie values found; panics on any other source.
+    fn cookies<'a>(source: &'a TokenSource<'a>) -> &'a [&'a str] {
+        match source {
+            TokenSource::Cookies(candidates) => candidates.as_slice(),
+            other => panic!("cookies expected, found {other:?}"),
+        }
+    }
+
     fn headers(fields: &[(&str, &[u8])]) -> HeaderMap {
         let mut map = HeaderMap::new();
         for (name, value) in fields {
@@ -125,7 +159,7 @@ mod tests {
             ("cookie", b"session_token-store=c"),
         ]);
 
-        assert_eq!(token_source(&map), TokenSource::Cookies(vec!["c"]));
+        assert_eq!(cookies(&token_source(&map)), ["c"]);
         assert!(uses_header(&map));
     }
 
@@ -150,10 +184,7 @@ mod tests {
             ("cookie", b"session_token-store=\"second\""),
         ]);
 
-        assert_eq!(
-            token_source(&map),
-            TokenSource::Cookies(vec!["first", "second"])
-        );
+        assert_eq!(cookies(&token_source(&map)), ["first", "second"]);
     }
 
     #[test]
@@ -163,7 +194,7 @@ mod tests {
             b"garbage; =x; \xff=\xfe; session_token-store=t; ;",
         )]);
 
-        assert_eq!(token_source(&map), TokenSource::Cookies(vec!["t"]));
+        assert_eq!(cookies(&token_source(&map)), ["t"]);
     }
 
     #[test]
@@ -183,17 +214,14 @@ mod tests {
             b"session_token-store=\"\"t\"\"; session_token-store=\"u",
         )]);
 
-        assert_eq!(
-            token_source(&map),
-            TokenSource::Cookies(vec!["\"t\"", "\"u"])
-        );
+        assert_eq!(cookies(&token_source(&map)), ["\"t\"", "\"u"]);
     }
 
     #[test]
     fn percent_encoding_kept() {
         let map = headers(&[("cookie", b"session_token-store=a%2Eb")]);
 
-        assert_eq!(token_source(&map), TokenSource::Cookies(vec!["a%2Eb"]));
+        assert_eq!(cookies(&token_source(&map)), ["a%2Eb"]);
     }
 
     #[test]
@@ -201,10 +229,7 @@ mod tests {
         let many = "session_token-store=x; ".repeat(20);
         let map = headers(&[("cookie", many.as_bytes())]);
 
-        let TokenSource::Cookies(candidates) = token_source(&map) else {
-            panic!("cookies expected");
-        };
-        assert_eq!(candidates.len(), MAX_COOKIE_CANDIDATES);
+        assert_eq!(cookies(&token_source(&map)).len(), MAX_COOKIE_CANDIDATES);
     }
 
     #[test]

@@ -1,14 +1,34 @@
 //! Minting a new session token with the signing key.
+//!
+//! A token is written straight into the caller's buffer (the `Set-Cookie`
+//! value, on the request path) with the key's prepared HMAC, so minting
+//! allocates nothing of its own. The session id comes from a per-thread
+//! ChaCha20 generator seeded from the operating system, because one
+//! `getrandom` system call per token cost more than the rest of minting.
+
+use std::cell::RefCell;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Utc};
+use rand::rngs::OsRng;
+use rand::rngs::adapter::ReseedingRng;
+use rand::{RngCore, SeedableRng};
+use rand_chacha::ChaCha20Core;
 
-use super::TokenPolicy;
+use super::{MAX_TAG_BYTES, TokenPolicy};
 use crate::keys::Key;
 
 /// Bytes of randomness in a session id (`jti`): 128 bits.
 pub const SESSION_ID_BYTES: usize = 16;
+
+/// Bytes of output after which a thread's session-id generator takes a new
+/// seed from the operating system: every 4096 session ids.
+const RESEED_AFTER_BYTES: u64 = 64 * 1024;
+
+/// Claims JSON up to this many bytes is built on the stack; only an issuer
+/// of more than about 150 characters needs the heap.
+const STACK_CLAIMS_BYTES: usize = 256;
 
 /// A freshly minted token.
 pub struct Minted {
@@ -31,39 +51,129 @@ impl std::fmt::Debug for Minted {
 pub enum MintError {
     #[error("cannot read random bytes from the operating system: {0}")]
     Random(getrandom::Error),
-    #[error("cannot sign the token")]
-    Sign,
+    #[error("cannot encode the session id")]
+    Encode,
 }
 
 /// Mints a token signed by `key`: header `alg`, `typ`, `kid`; claims `iss`,
-/// `jti` (128 random bits from the OS CSPRNG, base64url), `iat` and `exp`.
+/// `jti` (128 random bits, base64url), `iat` and `exp`.
 pub fn mint_token(
     key: &Key,
     policy: &TokenPolicy,
     now: DateTime<Utc>,
 ) -> Result<Minted, MintError> {
+    let mut token = String::new();
+    let exp = append_token(key, policy, now, &mut token)?;
+    Ok(Minted { token, exp })
+}
+
+/// Mints a token as [`mint_token`] does and appends it to `out`; returns
+/// its `exp` in seconds since the epoch. On error `out` is unchanged.
+pub fn append_token(
+    key: &Key,
+    policy: &TokenPolicy,
+    now: DateTime<Utc>,
+    out: &mut String,
+) -> Result<i64, MintError> {
     let mut session_id = [0u8; SESSION_ID_BYTES];
-    getrandom::fill(&mut session_id).map_err(MintError::Random)?;
+    fill_session_id(&mut session_id)?;
+    let mut session_id_b64 = [0u8; (SESSION_ID_BYTES * 4).div_ceil(3)];
+    let session_id_len = URL_SAFE_NO_PAD
+        .encode_slice(session_id, &mut session_id_b64)
+        .map_err(|_| MintError::Encode)?;
 
     let iat = now.timestamp();
     let exp = iat + policy.ttl_secs;
-    let claims = format!(
-        "{{{},\"jti\":\"{}\",\"iat\":{iat},\"exp\":{exp}}}",
-        policy.issuer_member(),
-        URL_SAFE_NO_PAD.encode(session_id),
-    );
+    let mut iat_text = itoa::Buffer::new();
+    let mut exp_text = itoa::Buffer::new();
+    let parts: [&[u8]; 9] = [
+        b"{",
+        policy.issuer_member().as_bytes(),
+        b",\"jti\":\"",
+        &session_id_b64[..session_id_len],
+        b"\",\"iat\":",
+        iat_text.format(iat).as_bytes(),
+        b",\"exp\":",
+        exp_text.format(exp).as_bytes(),
+        b"}",
+    ];
+    let mut stack = [0u8; STACK_CLAIMS_BYTES];
+    let mut heap = Vec::new();
+    let claims = concat(&parts, &mut stack, &mut heap);
 
     let header = key.header_segment();
-    let mut token = String::with_capacity(header.len() + claims.len() * 4 / 3 + 100);
-    token.push_str(header);
-    token.push('.');
-    URL_SAFE_NO_PAD.encode_string(claims.as_bytes(), &mut token);
-    let signature = jsonwebtoken::crypto::sign(token.as_bytes(), key.encoding_key(), key.alg)
-        .map_err(|_| MintError::Sign)?;
-    token.push('.');
-    token.push_str(&signature);
+    out.reserve(header.len() + 1 + base64_len(claims.len()) + 1 + base64_len(key.mac().tag_len()));
+    let start = out.len();
+    out.push_str(header);
+    out.push('.');
+    URL_SAFE_NO_PAD.encode_string(claims, out);
+    let mut tag = [0u8; MAX_TAG_BYTES];
+    let tag = key.mac().sign(&out.as_bytes()[start..], &mut tag);
+    out.push('.');
+    URL_SAFE_NO_PAD.encode_string(tag, out);
 
-    Ok(Minted { token, exp })
+    Ok(exp)
+}
+
+/// The length of the token that [`append_token`] writes for `key`, `policy`
+/// and `now`, so a caller can allocate its buffer exactly once.
+pub fn minted_token_len(key: &Key, policy: &TokenPolicy, now: DateTime<Utc>) -> usize {
+    let iat = now.timestamp();
+    let claims = r#"{,"jti":"","iat":,"exp":}"#.len()
+        + policy.issuer_member().len()
+        + base64_len(SESSION_ID_BYTES)
+        + itoa::Buffer::new().format(iat).len()
+        + itoa::Buffer::new().format(iat + policy.ttl_secs).len();
+    let tag = key.mac().tag_len();
+    key.header_segment().len() + 1 + base64_len(claims) + 1 + base64_len(tag)
+}
+
+/// Length of unpadded base64 of `bytes` bytes.
+fn base64_len(bytes: usize) -> usize {
+    (bytes * 4).div_ceil(3)
+}
+
+/// Joins `parts` in `stack` when they fit, else in `heap`.
+fn concat<'b>(parts: &[&[u8]], stack: &'b mut [u8], heap: &'b mut Vec<u8>) -> &'b [u8] {
+    let len: usize = parts.iter().map(|part| part.len()).sum();
+    if len > stack.len() {
+        *heap = parts.concat();
+        return heap;
+    }
+    let mut at = 0;
+    for part in parts {
+        stack[at..at + part.len()].copy_from_slice(part);
+        at += part.len();
+    }
+    &stack[..len]
+}
+
+type SessionIdRng = ReseedingRng<ChaCha20Core, OsRng>;
+
+thread_local! {
+    /// Each worker thread's generator, created on its first mint.
+    static SESSION_ID_RNG: RefCell<Option<SessionIdRng>> = const { RefCell::new(None) };
+}
+
+/// Fills `out` from this thread's ChaCha20 generator. Its first seed comes
+/// from `getrandom`, and a new seed from the OS after every
+/// [`RESEED_AFTER_BYTES`] of output. If a reseed fails, the generator goes
+/// on with its current state and tries again later.
+fn fill_session_id(out: &mut [u8; SESSION_ID_BYTES]) -> Result<(), MintError> {
+    SESSION_ID_RNG.with_borrow_mut(|slot| {
+        let rng = match slot {
+            Some(rng) => rng,
+            None => {
+                let mut seed = [0u8; 32];
+                getrandom::fill(&mut seed).map_err(MintError::Random)?;
+                let core = ChaCha20Core::from_seed(seed);
+                zeroize::Zeroize::zeroize(&mut seed);
+                slot.insert(ReseedingRng::new(core, RESEED_AFTER_BYTES, OsRng))
+            }
+        };
+        rng.fill_bytes(out);
+        Ok(())
+    })
 }
 
 #[cfg(test)]
@@ -114,6 +224,51 @@ mod tests {
             URL_SAFE_NO_PAD.decode(jti).expect("base64url").len(),
             SESSION_ID_BYTES
         );
+    }
+
+    #[test]
+    fn minted_length_is_predicted() {
+        let long_issuer = TokenPolicy::new("i".repeat(300), 3600, 86_400, 30, 4096);
+        for (alg, policy) in [
+            (Algorithm::HS256, policy()),
+            (Algorithm::HS384, policy()),
+            (Algorithm::HS512, long_issuer),
+        ] {
+            let k = key("a-kid", alg, 3);
+            for now in [at(0), at(9), at(NOW)] {
+                let minted = mint_token(&k, &policy, now).expect("mints");
+
+                assert_eq!(
+                    minted.token.len(),
+                    minted_token_len(&k, &policy, now),
+                    "{alg:?} at {now}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn append_keeps_existing_text() {
+        let k = key("k1", Algorithm::HS256, 1);
+        let mut out = String::from("prefix=");
+
+        append_token(&k, &policy(), at(NOW), &mut out).expect("mints");
+
+        let token = out.strip_prefix("prefix=").expect("prefix kept");
+        let verified = verify_token(token, &ring(), &policy(), at(NOW)).expect("valid");
+        assert_eq!(&*verified.kid, "k1");
+    }
+
+    #[test]
+    fn long_issuer_mints_valid_token() {
+        let issuer = "i".repeat(300);
+        let policy = TokenPolicy::new(issuer.clone(), 3600, 86_400, 30, 4096);
+        let k = key("k1", Algorithm::HS256, 1);
+
+        let minted = mint_token(&k, &policy, at(NOW)).expect("mints");
+
+        let verified = verify_token(&minted.token, &ring(), &policy, at(NOW));
+        assert!(verified.is_ok(), "{verified:?}");
     }
 
     #[test]

@@ -3,10 +3,12 @@
 //! nothing of HTTP.
 
 mod claims;
+mod mac;
 mod mint;
 mod verify;
 
-pub use mint::{MintError, Minted, mint_token};
+pub use mac::{KeyedMac, MAX_TAG_BYTES};
+pub use mint::{MintError, Minted, append_token, mint_token, minted_token_len};
 pub use verify::{Rejection, Verified, verify_token};
 
 /// Largest NumericDate accepted: 9999-12-31T23:59:59Z.

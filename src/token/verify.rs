@@ -4,17 +4,22 @@
 //! has been checked: the length cap before decoding, the header only to find
 //! the key, the signature before any claim is read. The algorithm comes from
 //! the key, never from the token; `kid` is only a lookup hint.
+//!
+//! The HMAC is computed with the key's prepared [`KeyedMac`](super::KeyedMac)
+//! instead of `jsonwebtoken::crypto::verify`, because that keys a new HMAC
+//! and allocates for every call. Both use the same `hmac` and `sha2` crates,
+//! and the tests cross-check accepted tokens with `jsonwebtoken::decode`.
 
 use std::sync::Arc;
 
-use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::{DecodeSliceError, Engine};
 use chrono::{DateTime, Utc};
 
 use super::claims::{Claims, JoseHeader, from_object};
-use super::{MAX_NUMERIC_DATE, TokenPolicy};
+use super::{MAX_NUMERIC_DATE, MAX_TAG_BYTES, TokenPolicy};
 use crate::keys::jwk::algorithm_name;
-use crate::keys::{KeyRing, Lookup};
+use crate::keys::{Key, KeyRing, Lookup};
 
 /// Why a token was not accepted. Each maps to a stable reason string for
 /// logs; none carries any part of the token.
@@ -89,9 +94,44 @@ pub fn verify_token(
     }
 
     let [header_b64, claims_b64, signature_b64] = split_segments(token)?;
+    let mut buffer = SegmentBuffer::new();
 
-    let header_json = decode_segment(header_b64)?;
-    let header: JoseHeader = from_object(&header_json).ok_or(Rejection::Malformed)?;
+    // A header spelled exactly as a key of the ring mints it is known
+    // without decoding; any other spelling is parsed and checked in full.
+    let key = match ring.verifying_key_by_header(header_b64, now) {
+        Some(lookup) => found_key(lookup)?,
+        None => find_key(buffer.decode(header_b64)?, ring, now)?,
+    };
+
+    let mut tag = [0u8; MAX_TAG_BYTES];
+    let tag = match URL_SAFE_NO_PAD.decode_slice(signature_b64, &mut tag) {
+        Ok(len) => &tag[..len],
+        // Longer than any HMAC tag, so it cannot match.
+        Err(DecodeSliceError::OutputSliceTooSmall) => return Err(Rejection::BadSignature),
+        Err(DecodeSliceError::DecodeError(_)) => return Err(Rejection::Malformed),
+    };
+    let signing_input = &token[..header_b64.len() + 1 + claims_b64.len()];
+    if !key.mac().verify(signing_input.as_bytes(), tag) {
+        return Err(Rejection::BadSignature);
+    }
+
+    let claims: Claims = from_object(buffer.decode(claims_b64)?).ok_or(Rejection::InvalidClaims)?;
+    let exp = check_claims(&claims, policy, now)?;
+
+    Ok(Verified {
+        kid: key.kid.clone(),
+        exp,
+    })
+}
+
+/// Reads the JOSE header and finds the key it names; the algorithm must be
+/// the key's own.
+fn find_key<'r>(
+    header_json: &[u8],
+    ring: &'r KeyRing,
+    now: DateTime<Utc>,
+) -> Result<&'r Arc<Key>, Rejection> {
+    let header: JoseHeader = from_object(header_json).ok_or(Rejection::Malformed)?;
     if header.crit.is_some() {
         return Err(Rejection::UnsupportedCritical);
     }
@@ -103,62 +143,83 @@ pub fn verify_token(
         return Err(Rejection::Malformed);
     }
 
-    let key = match ring.verifying_key(&header.kid, now) {
-        Lookup::Found(key) => key,
-        Lookup::Unknown => return Err(Rejection::UnknownKid),
-        Lookup::Retired => return Err(Rejection::RetiredKid),
-    };
+    let key = found_key(ring.verifying_key(&header.kid, now))?;
     if header.alg != algorithm_name(key.alg) {
         return Err(Rejection::WrongAlgorithm);
     }
+    Ok(key)
+}
 
-    let signing_input = &token[..header_b64.len() + 1 + claims_b64.len()];
-    match jsonwebtoken::crypto::verify(
-        signature_b64,
-        signing_input.as_bytes(),
-        key.decoding_key(),
-        key.alg,
-    ) {
-        Ok(true) => {}
-        Ok(false) => return Err(Rejection::BadSignature),
-        Err(_) => return Err(Rejection::Malformed),
+fn found_key(lookup: Lookup<'_>) -> Result<&Arc<Key>, Rejection> {
+    match lookup {
+        Lookup::Found(key) => Ok(key),
+        Lookup::Unknown => Err(Rejection::UnknownKid),
+        Lookup::Retired => Err(Rejection::RetiredKid),
     }
-
-    let claims_json = decode_segment(claims_b64)?;
-    let claims: Claims = from_object(&claims_json).ok_or(Rejection::InvalidClaims)?;
-    let exp = check_claims(&claims, policy, now)?;
-
-    Ok(Verified {
-        kid: key.kid.clone(),
-        exp,
-    })
 }
 
 /// Splits a compact JWS into exactly three non-empty segments of the
 /// base64url alphabet. Padding, whitespace and a fourth segment are rejected.
+/// One pass checks every byte and finds both dots.
 fn split_segments(token: &str) -> Result<[&str; 3], Rejection> {
-    let bytes = token.as_bytes();
-    if !bytes
-        .iter()
-        .all(|&b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
-    {
+    let mut dots = [0usize; 2];
+    let mut found = 0;
+    for (at, &byte) in token.as_bytes().iter().enumerate() {
+        if byte == b'.' {
+            if found == dots.len() {
+                return Err(Rejection::Malformed);
+            }
+            dots[found] = at;
+            found += 1;
+        } else if !(byte.is_ascii_alphanumeric() || byte == b'-' || byte == b'_') {
+            return Err(Rejection::Malformed);
+        }
+    }
+    let [first, second] = dots;
+    if found != 2 || first == 0 || second == first + 1 || second + 1 == token.len() {
         return Err(Rejection::Malformed);
     }
-    let mut parts = token.split('.');
-    match (parts.next(), parts.next(), parts.next(), parts.next()) {
-        (Some(h), Some(c), Some(s), None) if !h.is_empty() && !c.is_empty() && !s.is_empty() => {
-            Ok([h, c, s])
-        }
-        _ => Err(Rejection::Malformed),
-    }
+    Ok([
+        &token[..first],
+        &token[first + 1..second],
+        &token[second + 1..],
+    ])
 }
 
-/// Decodes one segment; non-canonical encodings (non-zero trailing bits,
-/// impossible lengths) are rejected, so every token has one spelling.
-fn decode_segment(segment: &str) -> Result<Vec<u8>, Rejection> {
-    URL_SAFE_NO_PAD
-        .decode(segment)
-        .map_err(|_| Rejection::Malformed)
+/// Decoded segments up to this many bytes stay on the stack. Tokens that
+/// sessiond mints need about 100 plus the issuer's length; larger ones go
+/// to the heap.
+const STACK_SEGMENT_BYTES: usize = 256;
+
+/// Room for one decoded segment at a time, so a request allocates nothing
+/// for the header and claims of a token of ordinary size.
+struct SegmentBuffer {
+    stack: [u8; STACK_SEGMENT_BYTES],
+    heap: Vec<u8>,
+}
+
+impl SegmentBuffer {
+    fn new() -> Self {
+        SegmentBuffer {
+            stack: [0; STACK_SEGMENT_BYTES],
+            heap: Vec::new(),
+        }
+    }
+
+    /// Decodes one segment; non-canonical encodings (non-zero trailing bits,
+    /// impossible lengths) are rejected, so every token has one spelling.
+    fn decode(&mut self, segment: &str) -> Result<&[u8], Rejection> {
+        match URL_SAFE_NO_PAD.decode_slice(segment, &mut self.stack) {
+            Ok(len) => Ok(&self.stack[..len]),
+            Err(DecodeSliceError::OutputSliceTooSmall) => {
+                self.heap = URL_SAFE_NO_PAD
+                    .decode(segment)
+                    .map_err(|_| Rejection::Malformed)?;
+                Ok(&self.heap)
+            }
+            Err(DecodeSliceError::DecodeError(_)) => Err(Rejection::Malformed),
+        }
+    }
 }
 
 /// Checks the registered claims; returns `exp`.
@@ -209,3 +270,93 @@ fn check_claims(
 #[cfg(test)]
 #[path = "verify_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+mod hot_path_tests {
+    use jsonwebtoken::Algorithm;
+
+    use super::*;
+    use crate::token::mint_token;
+    use crate::token::test_support::{NOW, at, key, policy, ring};
+
+    #[test]
+    fn minted_header_and_parsed_header_agree() {
+        let signer = key("k1", Algorithm::HS256, 1);
+        let minted = mint_token(&signer, &policy(), at(NOW)).expect("mints");
+        let (_, rest) = minted.token.split_once('.').expect("three segments");
+        let (claims, _) = rest.split_once('.').expect("three segments");
+        let reordered = URL_SAFE_NO_PAD.encode(r#"{"kid":"k1","typ":"JWT","alg":"HS256"}"#);
+        let input = format!("{reordered}.{claims}");
+        let mut tag = [0; MAX_TAG_BYTES];
+        let tag = URL_SAFE_NO_PAD.encode(signer.mac().sign(input.as_bytes(), &mut tag));
+
+        let fast = verify_token(&minted.token, &ring(), &policy(), at(NOW)).expect("valid");
+        let parsed =
+            verify_token(&format!("{input}.{tag}"), &ring(), &policy(), at(NOW)).expect("valid");
+
+        assert_eq!(fast.kid, parsed.kid);
+        assert_eq!(fast.exp, parsed.exp);
+    }
+
+    #[test]
+    fn minted_header_of_retired_key_rejected() {
+        let signer = key("k1", Algorithm::HS256, 1);
+        let minted = mint_token(&signer, &policy(), at(NOW)).expect("mints");
+        let retired = signer.with_lifecycle(Some(at(0)), Some(at(NOW)));
+        let ring = KeyRing::new(vec![retired]).expect("unique kids");
+
+        let result = verify_token(&minted.token, &ring, &policy(), at(NOW));
+
+        assert_eq!(result.unwrap_err(), Rejection::RetiredKid);
+    }
+
+    #[test]
+    fn minted_header_with_other_secret_rejected() {
+        let forger = key("k1", Algorithm::HS256, 9);
+        let forged = mint_token(&forger, &policy(), at(NOW)).expect("mints");
+
+        let result = verify_token(&forged.token, &ring(), &policy(), at(NOW));
+
+        assert_eq!(result.unwrap_err(), Rejection::BadSignature);
+    }
+
+    #[test]
+    fn split_finds_three_segments() {
+        assert_eq!(split_segments("a.bc.d-_"), Ok(["a", "bc", "d-_"]));
+    }
+
+    #[test]
+    fn split_rejects_bad_shapes() {
+        let cases = [
+            ("", "empty"),
+            ("abc", "one segment"),
+            ("a.b", "two segments"),
+            ("a.b.c.d", "four segments"),
+            (".b.c", "empty header"),
+            ("a..c", "empty claims"),
+            ("a.b.", "empty signature"),
+            ("a.b.c=", "padding"),
+            ("a.b+.c", "standard alphabet"),
+            ("a.b.c ", "trailing space"),
+            ("a.b.\u{e9}", "non-ASCII"),
+        ];
+        for (token, description) in cases {
+            assert_eq!(
+                split_segments(token),
+                Err(Rejection::Malformed),
+                "{description}"
+            );
+        }
+    }
+
+    #[test]
+    fn oversize_segment_decodes_on_heap() {
+        let json = format!("{{\"x\":\"{}\"}}", "y".repeat(STACK_SEGMENT_BYTES));
+        let segment = URL_SAFE_NO_PAD.encode(&json);
+        let mut buffer = SegmentBuffer::new();
+
+        let decoded = buffer.decode(&segment).expect("canonical base64url");
+
+        assert_eq!(decoded, json.as_bytes());
+    }
+}
