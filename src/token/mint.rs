@@ -2,29 +2,19 @@
 //!
 //! A token is written straight into the caller's buffer (the `Set-Cookie`
 //! value, on the request path) with the key's prepared HMAC, so minting
-//! allocates nothing of its own. The session id comes from a per-thread
-//! ChaCha20 generator seeded from the operating system, because one
-//! `getrandom` system call per token cost more than the rest of minting.
-
-use std::cell::RefCell;
+//! allocates nothing of its own. Every session id is read from the operating
+//! system's CSPRNG (`getrandom`), as the contract requires, although that
+//! one system call costs about as much as the rest of minting.
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Utc};
-use rand::rngs::OsRng;
-use rand::rngs::adapter::ReseedingRng;
-use rand::{RngCore, SeedableRng};
-use rand_chacha::ChaCha20Core;
 
 use super::{MAX_TAG_BYTES, TokenPolicy};
 use crate::keys::Key;
 
 /// Bytes of randomness in a session id (`jti`): 128 bits.
 pub const SESSION_ID_BYTES: usize = 16;
-
-/// Bytes of output after which a thread's session-id generator takes a new
-/// seed from the operating system: every 4096 session ids.
-const RESEED_AFTER_BYTES: u64 = 64 * 1024;
 
 /// Claims JSON up to this many bytes is built on the stack; only an issuer
 /// of more than about 150 characters needs the heap.
@@ -148,32 +138,9 @@ fn concat<'b>(parts: &[&[u8]], stack: &'b mut [u8], heap: &'b mut Vec<u8>) -> &'
     &stack[..len]
 }
 
-type SessionIdRng = ReseedingRng<ChaCha20Core, OsRng>;
-
-thread_local! {
-    /// Each worker thread's generator, created on its first mint.
-    static SESSION_ID_RNG: RefCell<Option<SessionIdRng>> = const { RefCell::new(None) };
-}
-
-/// Fills `out` from this thread's ChaCha20 generator. Its first seed comes
-/// from `getrandom`, and a new seed from the OS after every
-/// [`RESEED_AFTER_BYTES`] of output. If a reseed fails, the generator goes
-/// on with its current state and tries again later.
+/// Fills `out` from the operating system's CSPRNG.
 fn fill_session_id(out: &mut [u8; SESSION_ID_BYTES]) -> Result<(), MintError> {
-    SESSION_ID_RNG.with_borrow_mut(|slot| {
-        let rng = match slot {
-            Some(rng) => rng,
-            None => {
-                let mut seed = [0u8; 32];
-                getrandom::fill(&mut seed).map_err(MintError::Random)?;
-                let core = ChaCha20Core::from_seed(seed);
-                zeroize::Zeroize::zeroize(&mut seed);
-                slot.insert(ReseedingRng::new(core, RESEED_AFTER_BYTES, OsRng))
-            }
-        };
-        rng.fill_bytes(out);
-        Ok(())
-    })
+    getrandom::fill(out).map_err(MintError::Random)
 }
 
 #[cfg(test)]
