@@ -23,7 +23,7 @@ pub(super) struct JoseHeader<'a> {
 
 /// The registered claims verification reads. Unknown claims are ignored, as
 /// RFC 7519 section 4 requires.
-#[derive(Deserialize)]
+#[derive(Debug, Default, PartialEq, Deserialize)]
 pub(super) struct Claims<'a> {
     #[serde(borrow, default, deserialize_with = "optional_string")]
     pub iss: Option<Cow<'a, str>>,

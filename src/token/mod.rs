@@ -3,6 +3,7 @@
 //! nothing of HTTP.
 
 mod claims;
+mod flat;
 mod mac;
 mod mint;
 mod verify;

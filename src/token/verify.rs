@@ -17,6 +17,7 @@ use base64::{DecodeSliceError, Engine};
 use chrono::{DateTime, Utc};
 
 use super::claims::{Claims, JoseHeader, from_object};
+use super::flat::read_flat_claims;
 use super::{MAX_NUMERIC_DATE, MAX_TAG_BYTES, TokenPolicy};
 use crate::keys::jwk::algorithm_name;
 use crate::keys::{Key, KeyRing, Lookup};
@@ -115,7 +116,10 @@ pub fn verify_token(
         return Err(Rejection::BadSignature);
     }
 
-    let claims: Claims = from_object(buffer.decode(claims_b64)?).ok_or(Rejection::InvalidClaims)?;
+    let claims_json = buffer.decode(claims_b64)?;
+    let claims: Claims = read_flat_claims(claims_json)
+        .or_else(|| from_object(claims_json))
+        .ok_or(Rejection::InvalidClaims)?;
     let exp = check_claims(&claims, policy, now)?;
 
     Ok(Verified {
