@@ -7,7 +7,7 @@ Usage:
 
 Each run writes N HS256 key files (JWK, mode 0600; one of them signs) into
 a new temporary folder, starts sessiond on a free 127.0.0.1 port, polls
-until it answers 200, then stops it with SIGTERM. Prints every run and the
+until it returns 200, then stops it with SIGTERM. Prints every run and the
 median and maximum in milliseconds. Standard library only; the binary is
 target/release/sessiond unless --bin says otherwise (build it first).
 """

@@ -48,10 +48,27 @@ pub fn public_app(
         InitError = (),
     >,
 > {
+    app_with_routes(state, public_routes)
+}
+
+/// Builds an application of `routes` with the shared state, the errorModel
+/// middleware and the 404 fallback; both listeners use it.
+pub(crate) fn app_with_routes(
+    state: web::Data<AppState>,
+    routes: fn(&mut web::ServiceConfig),
+) -> App<
+    impl ServiceFactory<
+        ServiceRequest,
+        Config = (),
+        Response = ServiceResponse<impl MessageBody>,
+        Error = actix_web::Error,
+        InitError = (),
+    >,
+> {
     App::new()
         .app_data(state)
         .wrap(error_model_middleware())
-        .configure(public_routes)
+        .configure(routes)
         .default_service(web::to(not_found))
 }
 

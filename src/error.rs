@@ -42,7 +42,7 @@ pub enum ErrorCode {
     KeyInUse,
     /// 400: a field of an admin request is invalid.
     InvalidField,
-    /// 409: the keys folder is read-only, missing, or holds a file that does
+    /// 409: the keys folder is read-only, missing, or contains a file that does
     /// not load, so the operation cannot run.
     KeysFolderUnusable,
 }
@@ -249,7 +249,7 @@ struct HasErrorModel;
 /// Middleware that replaces the body of every error response lacking an
 /// errorModel (framework 404s, extractor rejections, empty 5xx) with one.
 ///
-/// NOTE: actix-http 3.20 answers a request it cannot parse (a bad request
+/// NOTE: actix-http 3.20 responds to a request it cannot parse (a bad request
 /// line, too many or too large header fields) with an empty 400 or 431
 /// before any middleware runs, so those responses carry no errorModel.
 pub fn error_model_middleware<B: 'static>() -> ErrorHandlers<B> {

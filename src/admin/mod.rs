@@ -1,5 +1,5 @@
 //! The admin listener: key operations behind a bearer credential. Without a
-//! configured credential the key operations answer 404.
+//! configured credential the key operations return 404.
 
 pub mod auth;
 pub mod credential;
@@ -10,7 +10,7 @@ use actix_web::dev::{ServiceFactory, ServiceRequest, ServiceResponse};
 use actix_web::http::StatusCode;
 use actix_web::{App, HttpRequest, HttpResponse, ResponseError, web};
 
-use crate::error::{ApiError, error_model_middleware};
+use crate::error::ApiError;
 use crate::state::AppState;
 
 /// Largest admin request body, in bytes.
@@ -47,7 +47,7 @@ where
         .default_service(web::to(|req: HttpRequest| not_allowed(req, "POST")))
 }
 
-/// The admin application. `main` and the tests use this same table.
+/// Builds the admin application. `main` and the tests use this same table.
 pub fn admin_app(
     state: web::Data<AppState>,
 ) -> App<
@@ -59,15 +59,14 @@ pub fn admin_app(
         InitError = (),
     >,
 > {
-    App::new()
-        .app_data(state)
-        .wrap(error_model_middleware())
-        .configure(crate::ops::admin_routes)
-        .configure(admin_routes)
-        .default_service(web::to(crate::app::not_found))
+    crate::app::app_with_routes(state, |cfg| {
+        // /metrics stays outside the credential check of the key operations.
+        crate::ops::admin_routes(cfg);
+        admin_routes(cfg);
+    })
 }
 
-/// A 405, or a 404 when key operations are disabled, so that an admin
+/// Returns a 405, or a 404 when key operations are disabled, so that an admin
 /// listener without a credential does not reveal its routes.
 async fn not_allowed(req: HttpRequest, allow: &'static str) -> HttpResponse {
     let enabled = req

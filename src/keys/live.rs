@@ -1,6 +1,6 @@
 //! The key ring of a running server. Requests read an immutable snapshot
-//! with no lock; a reload builds a whole new ring from the folder and swaps
-//! it in only if every file is valid and some key can sign.
+//! with no lock. A reload builds a whole new ring from the folder and swaps
+//! it in only if every file is valid and the folder is not empty.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};

@@ -165,7 +165,7 @@ impl std::fmt::Debug for Key {
     }
 }
 
-/// A domain-separated SHA-256 of the key, hex, first 16 bytes. A 256-bit
+/// Computes a domain-separated SHA-256 of the key, hex, first 16 bytes. A 256-bit
 /// random secret cannot be recovered from it; it only distinguishes keys.
 fn fingerprint(alg: Algorithm, kid: &str, secret: &[u8]) -> String {
     let mut hasher = Sha256::new();

@@ -17,7 +17,7 @@ use super::{Key, KeyRing, KeyState};
 /// Name of the lock file inside the keys folder; dot files are not key files.
 const LOCK_FILE: &str = ".sessiond.lock";
 
-/// What an operation needs to know of token lifetimes to decide whether a
+/// The token lifetimes an operation uses to decide whether a
 /// key's tokens may still be valid.
 #[derive(Debug, Clone, Copy)]
 pub struct RetirePolicy {
@@ -53,7 +53,7 @@ impl KeyInfo {
     }
 }
 
-/// Why an operation was refused or failed.
+/// The reason an operation was rejected or failed.
 #[derive(Debug, thiserror::Error)]
 pub enum OpsError {
     #[error("no key with kid {0:?}")]
@@ -143,9 +143,7 @@ impl KeyOps {
     ) -> Result<KeyInfo, OpsError> {
         let _lock = self.lock()?;
         let ring = self.read()?;
-        let key = ring
-            .get(kid)
-            .ok_or_else(|| OpsError::NotFound(kid.to_owned()))?;
+        let key = find(&ring, kid)?;
         if !key.verifies_at(at.max(now)) {
             return Err(OpsError::Retired(kid.to_owned()));
         }
@@ -177,9 +175,7 @@ impl KeyOps {
     ) -> Result<KeyInfo, OpsError> {
         let _lock = self.lock()?;
         let ring = self.read()?;
-        let key = ring
-            .get(kid)
-            .ok_or_else(|| OpsError::NotFound(kid.to_owned()))?;
+        let key = find(&ring, kid)?;
         // A key retired before its scheduled `sign_from` never signs, so the
         // schedule is dropped rather than left after `verify_until`.
         if key
@@ -202,7 +198,7 @@ impl KeyOps {
     /// Deletes every key whose `verify_until` has passed at `now`.
     pub fn prune(&self, now: DateTime<Utc>) -> Result<Vec<String>, OpsError> {
         // Nothing to delete needs no write access, so a read-only folder
-        // (a mounted Secret) answers with an empty list.
+        // (a mounted Secret) returns an empty list.
         if self.read()?.keys().iter().all(|key| key.verifies_at(now)) {
             return Ok(Vec::new());
         }
@@ -224,9 +220,7 @@ impl KeyOps {
 
     fn info_after_write(&self, kid: &str, now: DateTime<Utc>) -> Result<KeyInfo, OpsError> {
         let ring = self.read()?;
-        let key = ring
-            .get(kid)
-            .ok_or_else(|| OpsError::NotFound(kid.to_owned()))?;
+        let key = find(&ring, kid)?;
         Ok(KeyInfo::new(key, &ring, now))
     }
 
@@ -262,7 +256,13 @@ impl KeyOps {
     }
 }
 
-/// The retirement checks, on the ring as it is before the change.
+/// Returns the key `kid` of `ring`, or `NotFound`.
+fn find<'r>(ring: &'r KeyRing, kid: &str) -> Result<&'r std::sync::Arc<Key>, OpsError> {
+    ring.get(kid)
+        .ok_or_else(|| OpsError::NotFound(kid.to_owned()))
+}
+
+/// Runs the retirement checks on the ring as it is before the change.
 fn check_retire(
     ring: &KeyRing,
     retired: &Key,
@@ -298,7 +298,7 @@ fn check_retire(
     Ok(())
 }
 
-/// The last instant `key` signed, or `None` if it never has. A key that
+/// Returns the last instant `key` signed, or `None` if it never has. A key that
 /// signs now counts as signing until `now`; a superseded key until the
 /// `sign_from` of the first key that took over.
 fn last_signing_time(ring: &KeyRing, key: &Key, now: DateTime<Utc>) -> Option<DateTime<Utc>> {

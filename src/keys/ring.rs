@@ -92,7 +92,7 @@ impl KeyRing {
         })
     }
 
-    /// The key that mints at `now`: of the keys that may sign, the one with
+    /// Returns the key that mints at `now`: of the keys that may sign, the one with
     /// the latest `sign_from`, ties broken by the greater `kid`, so every
     /// replica with the same files picks the same key at the same instant.
     pub fn signing_key(&self, now: DateTime<Utc>) -> Option<&Arc<Key>> {
@@ -105,7 +105,7 @@ impl KeyRing {
             .find(|k| k.verifies_at(now))
     }
 
-    /// The lifecycle state of `key` at `now` within this ring.
+    /// Returns the lifecycle state of `key` at `now` within this ring.
     pub fn state_of(&self, key: &Key, now: DateTime<Utc>) -> KeyState {
         if !key.verifies_at(now) {
             KeyState::Retired
@@ -122,7 +122,7 @@ impl KeyRing {
         self.by_kid.get(kid)
     }
 
-    /// All keys, sorted by `kid`.
+    /// Returns all keys, sorted by `kid`.
     pub fn keys(&self) -> Vec<&Arc<Key>> {
         let mut keys: Vec<_> = self.by_kid.values().collect();
         keys.sort_by(|a, b| a.kid.cmp(&b.kid));
@@ -137,7 +137,7 @@ impl KeyRing {
         self.by_kid.is_empty()
     }
 
-    /// A digest of every key's identity and lifecycle: replicas that loaded
+    /// Returns a digest of every key's identity and lifecycle: replicas that loaded
     /// the same files report the same value. It reveals nothing about secrets.
     pub fn fingerprint(&self) -> &str {
         &self.fingerprint

@@ -49,7 +49,7 @@ pub struct DirSnapshot {
 }
 
 impl DirSnapshot {
-    /// A digest of the file names and contents. A reload compares this, not
+    /// Returns a digest of the file names and contents. A reload compares this, not
     /// timestamps, so a mounted secret that swaps a symlink is seen.
     pub fn digest(&self) -> String {
         let mut hasher = Sha256::new();
@@ -110,7 +110,7 @@ impl DirSnapshot {
     }
 }
 
-/// Whether a directory entry is a key file: a `*.json` name not starting with
+/// Checks whether a directory entry is a key file: a `*.json` name not starting with
 /// a dot. Dot files cover temporary files and Kubernetes `..data` links.
 pub fn is_key_file_name(name: &str) -> bool {
     !name.starts_with('.') && name.ends_with(".json") && name.len() > ".json".len()
@@ -181,7 +181,7 @@ pub fn load_ring(dir: &Path, now: DateTime<Utc>) -> Result<(KeyRing, String), St
     Ok((ring, snapshot.digest()))
 }
 
-/// Creates `dir` (mode 0700) when missing and, when it holds no key file,
+/// Creates `dir` (mode 0700) when missing and, when it contains no key file,
 /// writes a new key that signs from `now`. Returns the key it wrote.
 pub fn ensure_development_key(dir: &Path, now: DateTime<Utc>) -> Result<Option<Key>, StoreError> {
     if !dir.exists() {
@@ -231,7 +231,7 @@ pub fn generate_key(
     Ok(Key::new(kid, alg, secret, now, sign_from, verify_until))
 }
 
-/// The path of the key file for `kid` in `dir`.
+/// Returns the path of the key file for `kid` in `dir`.
 pub fn key_path(dir: &Path, kid: &str) -> PathBuf {
     dir.join(format!("{kid}.json"))
 }

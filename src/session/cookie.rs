@@ -52,7 +52,7 @@ impl CookieSettings {
         }
     }
 
-    /// The `Set-Cookie` value for `token`, kept for `max_age_secs`. `None`
+    /// Builds the `Set-Cookie` value for `token`, kept for `max_age_secs`. `None`
     /// when the token has bytes a header cannot carry, which a verified or
     /// minted token never has.
     pub fn set_cookie(&self, token: &str, max_age_secs: i64) -> Option<HeaderValue> {
@@ -100,13 +100,13 @@ pub struct SessionCookie {
 }
 
 impl SessionCookie {
-    /// The token alone as a header value, or `None` when it has bytes a
+    /// Returns the token alone as a header value, or `None` when it has bytes a
     /// header cannot carry.
     pub fn token(&self) -> Option<HeaderValue> {
         HeaderValue::from_maybe_shared(self.value.slice(self.token.clone())).ok()
     }
 
-    /// The `Set-Cookie` header value, or `None` as for [`Self::token`].
+    /// Returns the `Set-Cookie` header value, or `None` as for [`Self::token`].
     /// Taking `self` hands the buffer over without a reference count.
     pub fn into_set_cookie(self) -> Option<HeaderValue> {
         HeaderValue::from_maybe_shared(self.value).ok()

@@ -24,7 +24,7 @@ pub const SESSION_PATH: &str = "/ccstore/v1/metering/session";
 const VALID_BODY: &str = r#"{"valid":true}"#;
 const INVALID_BODY: &str = r#"{"valid":false}"#;
 
-/// What the request's token amounts to.
+/// The outcome of checking the request's token.
 enum Check<'a> {
     Valid { token: &'a str, verified: Verified },
     Invalid { reason: &'static str },

@@ -56,7 +56,7 @@ impl<'a> CookieCandidates<'a> {
 }
 
 impl TokenSource<'_> {
-    /// The source as written in logs.
+    /// Returns the source as written in logs.
     pub fn label(&self) -> &'static str {
         match self {
             Self::Header(_) | Self::AmbiguousHeader => "header",

@@ -71,12 +71,12 @@ fn string<'de, D: Deserializer<'de>>(d: D) -> Result<Cow<'de, str>, D::Error> {
     d.deserialize_str(StringVisitor)
 }
 
-/// A member that is absent (`default`) or a string; `null` is rejected.
+/// Reads a member that is absent (`default`) or a string; `null` is rejected.
 fn optional_string<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Cow<'de, str>>, D::Error> {
     string(d).map(Some)
 }
 
-/// A member that is absent (`default`) or a JSON number; `null`, strings
+/// Reads a member that is absent (`default`) or a JSON number; `null`, strings
 /// and booleans are rejected.
 fn optional_number<'de, D: Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {
     f64::deserialize(d).map(Some)

@@ -36,7 +36,7 @@ impl std::fmt::Debug for Minted {
     }
 }
 
-/// Why no token could be minted. Both are server faults.
+/// The reason no token could be minted. Both are server faults.
 #[derive(Debug, thiserror::Error)]
 pub enum MintError {
     #[error("cannot read random bytes from the operating system: {0}")]

@@ -26,7 +26,7 @@ pub struct TokenPolicy {
     pub max_lifetime_secs: i64,
     /// Clock skew tolerated on `exp`, `iat` and `nbf`, in seconds.
     pub leeway_secs: i64,
-    /// Longest token accepted, in bytes, checked before any decoding.
+    /// Maximum token length accepted, in bytes, checked before any decoding.
     pub max_token_bytes: usize,
     /// `"iss":<issuer as JSON>`, prepared once for minting.
     issuer_member: String,

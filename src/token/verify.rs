@@ -22,7 +22,7 @@ use super::{MAX_NUMERIC_DATE, MAX_TAG_BYTES, TokenPolicy};
 use crate::keys::jwk::algorithm_name;
 use crate::keys::{Key, KeyRing, Lookup};
 
-/// Why a token was not accepted. Each maps to a stable reason string for
+/// The reason a token was not accepted. Each maps to a stable reason string for
 /// logs; none carries any part of the token.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Rejection {
@@ -55,7 +55,7 @@ pub enum Rejection {
 }
 
 impl Rejection {
-    /// The reason as written in logs.
+    /// Returns the reason as written in logs.
     pub fn reason(self) -> &'static str {
         match self {
             Self::Oversize => "oversize",
@@ -74,7 +74,7 @@ impl Rejection {
     }
 }
 
-/// What a valid token tells the caller.
+/// The facts a valid token gives the caller.
 #[derive(Debug, Clone)]
 pub struct Verified {
     /// The `kid` of the key that verified it.

@@ -26,7 +26,7 @@ pub fn write_key(dir: &Path, kid: &str, sign_from: Option<DateTime<Utc>>) -> Key
     key
 }
 
-/// The ring of `dir` as a server would load it.
+/// Reads the ring of `dir` as a server would load it.
 pub fn read_ring(dir: &Path) -> KeyRing {
     store::read_dir(dir)
         .expect("reads")
@@ -51,7 +51,7 @@ pub fn claims_at(now: i64) -> Value {
     json!({"iss": "sessiond", "jti": "test-session", "iat": now, "exp": now + 600})
 }
 
-/// A token a default server accepts, signed by `key`.
+/// Crafts a token a default server accepts, signed by `key`.
 pub fn valid_token(key: &Key) -> String {
     let header = json!({"alg": "HS256", "typ": "JWT", "kid": &*key.kid});
     craft(
@@ -62,7 +62,7 @@ pub fn valid_token(key: &Key) -> String {
     )
 }
 
-/// The `kid` in the header of `token`.
+/// Returns the `kid` in the header of `token`.
 pub fn kid_of(token: &str) -> String {
     let header = token.split('.').next().expect("segment");
     let json: Value =
