@@ -25,6 +25,8 @@ pub struct CookieSettings {
     pub domain: Option<String>,
     /// `; Path=/[; Domain=…]; HttpOnly[; Secure]; SameSite=…; Max-Age=`
     attributes: String,
+    /// True when `attributes` is a valid header value.
+    attributes_header_safe: bool,
 }
 
 impl CookieSettings {
@@ -48,6 +50,7 @@ impl CookieSettings {
             secure,
             same_site,
             domain,
+            attributes_header_safe: header_safe(attributes.as_bytes()),
             attributes,
         }
     }
@@ -82,11 +85,14 @@ impl CookieSettings {
         let start = value.len();
         write_token(&mut value)?;
         let token = start..value.len();
+        let header_safe =
+            self.attributes_header_safe && header_safe(&value.as_bytes()[token.clone()]);
         value.push_str(&self.attributes);
         value.push_str(max_age);
         Ok(SessionCookie {
             value: Bytes::from(value),
             token,
+            header_safe,
         })
     }
 }
@@ -97,20 +103,45 @@ impl CookieSettings {
 pub struct SessionCookie {
     value: Bytes,
     token: Range<usize>,
+    /// True when `value` is a valid header value. The cookie name and the
+    /// digits of `Max-Age` always are, so this covers the token and the
+    /// attributes.
+    header_safe: bool,
 }
 
 impl SessionCookie {
     /// Returns the token alone as a header value, or `None` when it has bytes a
     /// header cannot carry.
     pub fn token(&self) -> Option<HeaderValue> {
-        HeaderValue::from_maybe_shared(self.value.slice(self.token.clone())).ok()
+        checked_header_value(self.header_safe, self.value.slice(self.token.clone()))
     }
 
     /// Returns the `Set-Cookie` header value, or `None` as for [`Self::token`].
     /// Taking `self` hands the buffer over without a reference count.
     pub fn into_set_cookie(self) -> Option<HeaderValue> {
-        HeaderValue::from_maybe_shared(self.value).ok()
+        checked_header_value(self.header_safe, self.value)
     }
+}
+
+/// Wraps `bytes` as a header value without testing each byte again, or
+/// returns `None` unless [`header_safe`] passed them (`header_safe`).
+#[allow(unsafe_code)]
+fn checked_header_value(header_safe: bool, bytes: Bytes) -> Option<HeaderValue> {
+    if !header_safe {
+        return None;
+    }
+    // SAFETY: every byte passed `header_safe`, which is the test
+    // `HeaderValue` applies. Debug builds of `http` test the bytes again.
+    Some(unsafe { HeaderValue::from_maybe_shared_unchecked(bytes) })
+}
+
+/// Returns true when every byte is valid in a header value by the test of
+/// `http`'s `HeaderValue`: tab, or any byte from space up except DEL. With
+/// no early exit, the compiler can test many bytes per instruction.
+fn header_safe(bytes: &[u8]) -> bool {
+    bytes.iter().fold(true, |safe, &b| {
+        safe & ((b >= b' ' && b != 0x7f) | (b == b'\t'))
+    })
 }
 
 impl std::fmt::Debug for SessionCookie {
@@ -147,6 +178,26 @@ mod tests {
             value.to_str().expect("ascii"),
             "session_token-store=t; Path=/; Domain=shop.example; HttpOnly; SameSite=Strict; Max-Age=5"
         );
+    }
+
+    #[test]
+    fn header_safe_matches_header_value() {
+        for byte in 0..=u8::MAX {
+            let bytes = [b'a', byte, b'z'];
+
+            assert_eq!(
+                header_safe(&bytes),
+                HeaderValue::from_bytes(&bytes).is_ok(),
+                "byte {byte:#04x}"
+            );
+        }
+    }
+
+    #[test]
+    fn control_bytes_in_domain_rejected() {
+        let settings = CookieSettings::new(true, SameSite::Lax, Some("a\nb".into()));
+
+        assert!(settings.set_cookie("t", 1).is_none());
     }
 
     #[test]
