@@ -101,7 +101,7 @@ pub fn token_source(headers: &HeaderMap) -> TokenSource<'_> {
 fn cookie_values(headers: &HeaderMap) -> impl Iterator<Item = &str> {
     headers
         .get_all(header::COOKIE)
-        .flat_map(|field| field.as_bytes().split(|&b| b == b';'))
+        .flat_map(|field| cookie_pairs(field.as_bytes()))
         .filter_map(|pair| {
             let pair = pair.trim_ascii();
             let eq = pair.iter().position(|&b| b == b'=')?;
@@ -115,6 +115,26 @@ fn cookie_values(headers: &HeaderMap) -> impl Iterator<Item = &str> {
             };
             std::str::from_utf8(value).ok().filter(|v| !v.is_empty())
         })
+}
+
+/// Splits one `Cookie` field into its `;`-separated pairs. `memchr` finds
+/// each `;` many bytes at a time, which matters when a token fills most of
+/// the field.
+fn cookie_pairs(field: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let mut rest = Some(field);
+    std::iter::from_fn(move || {
+        let current = rest?;
+        match memchr::memchr(b';', current) {
+            Some(at) => {
+                rest = Some(&current[at + 1..]);
+                Some(&current[..at])
+            }
+            None => {
+                rest = None;
+                Some(current)
+            }
+        }
+    })
 }
 
 #[cfg(test)]
@@ -140,6 +160,23 @@ mod tests {
             );
         }
         map
+    }
+
+    #[test]
+    fn pairs_match_slice_split() {
+        for field in [
+            &b""[..],
+            b";",
+            b"a=1",
+            b"a=1;b=2",
+            b";a=1;;b=2;",
+            b"a=1; b=2 ;",
+        ] {
+            let ours: Vec<&[u8]> = cookie_pairs(field).collect();
+            let std: Vec<&[u8]> = field.split(|&b| b == b';').collect();
+
+            assert_eq!(ours, std, "{:?}", String::from_utf8_lossy(field));
+        }
     }
 
     #[test]
