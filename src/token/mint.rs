@@ -2,13 +2,16 @@
 //!
 //! A token is written straight into the caller's buffer (the `Set-Cookie`
 //! value, on the request path) with the key's prepared HMAC, so minting
-//! allocates nothing of its own. Every session id is read from the operating
-//! system's CSPRNG (`getrandom`), as the contract requires, although that
-//! one system call costs about as much as the rest of minting.
+//! allocates nothing of its own. Every session id is bytes of the operating
+//! system's CSPRNG (`getrandom`), read 4 KiB at a time per thread, because
+//! one system call per id cost about as much as the rest of minting.
+
+use std::cell::RefCell;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Utc};
+use zeroize::{Zeroize, Zeroizing};
 
 use super::{MAX_TAG_BYTES, TokenPolicy};
 use crate::keys::Key;
@@ -138,16 +141,86 @@ fn concat<'b>(parts: &[&[u8]], stack: &'b mut [u8], heap: &'b mut Vec<u8>) -> &'
     &stack[..len]
 }
 
-/// Fills `out` from the operating system's CSPRNG.
+/// Fills `out` from the operating system's CSPRNG, through this thread's
+/// pool of its bytes.
 fn fill_session_id(out: &mut [u8; SESSION_ID_BYTES]) -> Result<(), MintError> {
-    getrandom::fill(out).map_err(MintError::Random)
+    thread_local! {
+        static POOL: RefCell<RandomPool> = RefCell::new(RandomPool::new());
+    }
+    POOL.with_borrow_mut(|pool| pool.take(out))
+}
+
+/// Bytes read from the OS CSPRNG in one system call: 256 session ids.
+const RANDOM_POOL_BYTES: usize = 4096;
+
+/// Buffer of OS CSPRNG bytes not yet handed out. Each byte is handed out
+/// once and zeroed then, so the pool keeps no session id it has issued.
+struct RandomPool {
+    bytes: Zeroizing<[u8; RANDOM_POOL_BYTES]>,
+    /// Start of the bytes not yet handed out.
+    next: usize,
+}
+
+impl RandomPool {
+    /// Creates an empty pool; the first take fills it.
+    fn new() -> Self {
+        RandomPool {
+            bytes: Zeroizing::new([0; RANDOM_POOL_BYTES]),
+            next: RANDOM_POOL_BYTES,
+        }
+    }
+
+    /// Copies the next `out.len()` bytes into `out`, reading a new batch
+    /// from the OS first when too few are left.
+    fn take(&mut self, out: &mut [u8]) -> Result<(), MintError> {
+        debug_assert!(out.len() <= RANDOM_POOL_BYTES);
+        if RANDOM_POOL_BYTES - self.next < out.len() {
+            getrandom::fill(&mut self.bytes[..]).map_err(MintError::Random)?;
+            self.next = 0;
+        }
+        let issued = &mut self.bytes[self.next..self.next + out.len()];
+        out.copy_from_slice(issued);
+        issued.zeroize();
+        self.next += out.len();
+        Ok(())
+    }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::collections::HashSet;
+
     use jsonwebtoken::{Algorithm, DecodingKey, Validation, decode, decode_header};
 
     use super::*;
+
+    #[test]
+    fn pool_ids_unique_across_refills() {
+        let mut pool = RandomPool::new();
+        let takes = 2 * RANDOM_POOL_BYTES / SESSION_ID_BYTES + 3;
+        let mut ids = HashSet::new();
+
+        for _ in 0..takes {
+            let mut id = [0; SESSION_ID_BYTES];
+            pool.take(&mut id).expect("OS random");
+            ids.insert(id);
+        }
+
+        assert_eq!(ids.len(), takes);
+    }
+
+    #[test]
+    fn pool_zeroes_bytes_it_hands_out() {
+        let mut pool = RandomPool::new();
+        let mut id = [0; SESSION_ID_BYTES];
+
+        pool.take(&mut id).expect("OS random");
+        pool.take(&mut id).expect("OS random");
+
+        assert!(pool.bytes[..2 * SESSION_ID_BYTES].iter().all(|&b| b == 0));
+        assert!(pool.bytes[2 * SESSION_ID_BYTES..].iter().any(|&b| b != 0));
+        assert_eq!(pool.next, 2 * SESSION_ID_BYTES);
+    }
     use crate::token::test_support::{NOW, at, key, policy, ring};
     use crate::token::verify_token;
 
