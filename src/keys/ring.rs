@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
@@ -20,6 +21,8 @@ pub struct KeyRing {
     /// Keys that have a `sign_from`, sorted by (`sign_from`, `kid`).
     schedule: Vec<Arc<Key>>,
     fingerprint: String,
+    /// Number unique to this ring within the process.
+    generation: u64,
 }
 
 /// The result of looking up a token's `kid`.
@@ -58,12 +61,20 @@ impl KeyRing {
             .map(|key| (Box::from(key.header_segment()), key.clone()))
             .collect();
         let fingerprint = set_fingerprint(&by_kid);
+        static GENERATIONS: AtomicU64 = AtomicU64::new(0);
         Ok(KeyRing {
             by_kid,
             by_header_segment,
             schedule,
             fingerprint,
+            generation: GENERATIONS.fetch_add(1, Ordering::Relaxed),
         })
+    }
+
+    /// Returns a number no other ring built by this process has, so a
+    /// result computed with one ring can be told from another's.
+    pub fn generation(&self) -> u64 {
+        self.generation
     }
 
     /// Finds the key that verifies tokens naming `kid` at `now`.

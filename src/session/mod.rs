@@ -13,7 +13,7 @@ use crate::keys::KeyRing;
 use crate::log_limit::LogLimiter;
 use crate::state::AppState;
 use crate::token::{
-    Rejection, TokenPolicy, Verified, append_token, minted_token_len, verify_token,
+    Rejection, TokenPolicy, Verified, append_token, minted_token_len, verify_cached,
 };
 use cookie::SessionCookie;
 use source::{TOKEN_HEADER, TokenSource, token_source, uses_header};
@@ -124,7 +124,7 @@ fn check_source<'a>(
     };
     let mut first_rejection = None;
     for &token in candidates {
-        match verify_token(token, ring, policy, now) {
+        match verify_cached(token, ring, policy, now) {
             Ok(verified) => return Check::Valid { token, verified },
             Err(rejection) => {
                 first_rejection.get_or_insert(rejection);

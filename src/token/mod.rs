@@ -2,12 +2,14 @@
 //! with HMAC. Minting and verification take `now` as an argument and know
 //! nothing of HTTP.
 
+mod cache;
 mod claims;
 mod flat;
 mod mac;
 mod mint;
 mod verify;
 
+pub use cache::verify_cached;
 pub use mac::{KeyedMac, MAX_TAG_BYTES};
 pub use mint::{MintError, Minted, append_token, mint_token, minted_token_len};
 pub use verify::{Rejection, Verified, verify_token};

@@ -83,6 +83,30 @@ pub struct Verified {
     pub exp: f64,
 }
 
+/// Time bounds of a verified token: between them, the same token and ring
+/// verify again.
+#[derive(Debug, Clone)]
+pub(super) struct Validity {
+    /// The later of `iat` and `nbf`, in seconds since the epoch.
+    pub not_before: f64,
+    /// `exp`, in seconds since the epoch.
+    pub expires: f64,
+    /// `verify_until` of the key that verified the token.
+    pub key_verify_until: Option<DateTime<Utc>>,
+}
+
+impl Validity {
+    /// Returns true when a token that verified with these facts would
+    /// still pass every check that depends on `now`.
+    pub fn holds_at(&self, policy: &TokenPolicy, now: DateTime<Utc>) -> bool {
+        let seconds = epoch_seconds(now);
+        let leeway = policy.leeway_secs as f64;
+        seconds < self.expires + leeway
+            && self.not_before <= seconds + leeway
+            && self.key_verify_until.is_none_or(|until| now < until)
+    }
+}
+
 /// Verifies `token` with the keys of `ring` at `now`.
 pub fn verify_token(
     token: &str,
@@ -90,6 +114,17 @@ pub fn verify_token(
     policy: &TokenPolicy,
     now: DateTime<Utc>,
 ) -> Result<Verified, Rejection> {
+    verify_with_validity(token, ring, policy, now).map(|(verified, _)| verified)
+}
+
+/// Verifies `token` as [`verify_token`] does and also returns the facts
+/// that keep it valid.
+pub(super) fn verify_with_validity(
+    token: &str,
+    ring: &KeyRing,
+    policy: &TokenPolicy,
+    now: DateTime<Utc>,
+) -> Result<(Verified, Validity), Rejection> {
     if token.len() > policy.max_token_bytes {
         return Err(Rejection::Oversize);
     }
@@ -120,12 +155,20 @@ pub fn verify_token(
     let claims: Claims = read_flat_claims(claims_json)
         .or_else(|| from_object(claims_json))
         .ok_or(Rejection::InvalidClaims)?;
-    let exp = check_claims(&claims, policy, now)?;
+    let (exp, not_before) = check_claims(&claims, policy, now)?;
+    let validity = Validity {
+        not_before,
+        expires: exp,
+        key_verify_until: key.verify_until,
+    };
 
-    Ok(Verified {
-        kid: key.kid.clone(),
-        exp,
-    })
+    Ok((
+        Verified {
+            kid: key.kid.clone(),
+            exp,
+        },
+        validity,
+    ))
 }
 
 /// Reads the JOSE header and finds the key it names; the algorithm must be
@@ -251,12 +294,13 @@ impl SegmentBuffer {
     }
 }
 
-/// Checks the registered claims; returns `exp`.
+/// Checks the registered claims and returns `exp` and the later of `iat`
+/// and `nbf`.
 fn check_claims(
     claims: &Claims,
     policy: &TokenPolicy,
     now: DateTime<Utc>,
-) -> Result<f64, Rejection> {
+) -> Result<(f64, f64), Rejection> {
     let (Some(exp), Some(iat)) = (claims.exp, claims.iat) else {
         return Err(Rejection::InvalidClaims);
     };
@@ -276,7 +320,7 @@ fn check_claims(
         return Err(Rejection::WrongIssuer);
     }
 
-    let now = now.timestamp() as f64 + f64::from(now.timestamp_subsec_millis()) / 1000.0;
+    let now = epoch_seconds(now);
     let leeway = policy.leeway_secs as f64;
     if now >= exp + leeway {
         return Err(Rejection::Expired);
@@ -293,7 +337,13 @@ fn check_claims(
         return Err(Rejection::LifetimeTooLong);
     }
 
-    Ok(exp)
+    Ok((exp, claims.nbf.map_or(iat, |nbf| nbf.max(iat))))
+}
+
+/// Returns `now` in seconds since the epoch, to the millisecond, as the
+/// claims are compared with it.
+fn epoch_seconds(now: DateTime<Utc>) -> f64 {
+    now.timestamp() as f64 + f64::from(now.timestamp_subsec_millis()) / 1000.0
 }
 
 #[cfg(test)]

@@ -1,0 +1,262 @@
+//! A per-thread cache of tokens that passed verification. A shopper's
+//! browser presents the same token on every page, so a token seen again is
+//! checked by one comparison of its bytes instead of base64, HMAC and JSON.
+//!
+//! A hit returns the result full verification would. An entry belongs to
+//! one key ring (a reload starts over), and every check that depends on the
+//! time (`exp`, `iat`, `nbf`, the key's `verify_until`) runs again on each
+//! hit. Only tokens that verified are stored, so input that fails never
+//! reaches the cache and a hit needs the exact bytes of a valid token.
+
+use std::cell::RefCell;
+
+use chrono::{DateTime, Utc};
+
+use super::TokenPolicy;
+use super::verify::{Rejection, Validity, Verified, verify_with_validity};
+use crate::keys::KeyRing;
+
+/// Entries per thread. The table is direct-mapped, so a new token replaces
+/// the one in its slot.
+const SLOTS: usize = 1024;
+
+/// Longest token stored, so a full table takes at most about 1 MiB.
+const MAX_CACHED_TOKEN_BYTES: usize = 1024;
+
+/// Verifies `token` as [`super::verify_token`] does, through this thread's
+/// cache.
+pub fn verify_cached(
+    token: &str,
+    ring: &KeyRing,
+    policy: &TokenPolicy,
+    now: DateTime<Utc>,
+) -> Result<Verified, Rejection> {
+    thread_local! {
+        static CACHE: RefCell<VerifyCache> = RefCell::new(VerifyCache::new());
+    }
+    CACHE.with_borrow_mut(|cache| cache.verify(token, ring, policy, now))
+}
+
+/// One token that verified with the ring of `generation`.
+struct Entry {
+    token: Box<[u8]>,
+    generation: u64,
+    verified: Verified,
+    validity: Validity,
+}
+
+/// The table of one thread.
+pub(super) struct VerifyCache {
+    slots: Box<[Option<Entry>]>,
+    /// Random bits mixed into the slot index, so which tokens share a
+    /// slot differs from process to process.
+    seed: u64,
+}
+
+impl VerifyCache {
+    pub(super) fn new() -> Self {
+        let mut seed = [0; 8];
+        // Without OS randomness the index is still correct, only guessable.
+        let _ = getrandom::fill(&mut seed);
+        VerifyCache {
+            slots: (0..SLOTS).map(|_| None).collect(),
+            seed: u64::from_le_bytes(seed),
+        }
+    }
+
+    /// Returns the stored result for `token` while it is still valid, or
+    /// else verifies the token in full and stores it when it is valid.
+    pub(super) fn verify(
+        &mut self,
+        token: &str,
+        ring: &KeyRing,
+        policy: &TokenPolicy,
+        now: DateTime<Utc>,
+    ) -> Result<Verified, Rejection> {
+        let Some(slot) = self.slot_of(token.as_bytes()) else {
+            return super::verify_token(token, ring, policy, now);
+        };
+
+        if let Some(entry) = &self.slots[slot]
+            && entry.generation == ring.generation()
+            && same_bytes(&entry.token, token.as_bytes())
+            && entry.validity.holds_at(policy, now)
+        {
+            return Ok(entry.verified.clone());
+        }
+
+        let (verified, validity) = verify_with_validity(token, ring, policy, now)?;
+        let entry = match self.slots[slot].take() {
+            Some(mut old) if old.token.len() == token.len() => {
+                old.token.copy_from_slice(token.as_bytes());
+                Entry {
+                    token: old.token,
+                    generation: ring.generation(),
+                    verified: verified.clone(),
+                    validity,
+                }
+            }
+            _ => Entry {
+                token: Box::from(token.as_bytes()),
+                generation: ring.generation(),
+                verified: verified.clone(),
+                validity,
+            },
+        };
+        self.slots[slot] = Some(entry);
+        Ok(verified)
+    }
+
+    /// Returns the slot of `token`, or `None` for a token too short or too
+    /// long to store. The last 8 bytes are part of the signature, so they
+    /// differ between tokens.
+    fn slot_of(&self, token: &[u8]) -> Option<usize> {
+        if token.len() > MAX_CACHED_TOKEN_BYTES {
+            return None;
+        }
+        let tail: [u8; 8] = token.last_chunk::<8>().copied()?;
+        let mixed = (u64::from_le_bytes(tail) ^ self.seed).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        Some((mixed >> (64 - SLOTS.trailing_zeros())) as usize)
+    }
+}
+
+/// Compares two tokens in time that depends only on their lengths. Every
+/// byte is read, and no branch depends on the data.
+fn same_bytes(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |diff, (x, y)| diff | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::Duration;
+    use jsonwebtoken::Algorithm;
+
+    use super::*;
+    use crate::token::mint_token;
+    use crate::token::test_support::{NOW, at, key, policy, ring};
+
+    fn minted(ring: &KeyRing) -> String {
+        let signer = ring.signing_key(at(NOW)).expect("a signing key");
+        mint_token(signer, &policy(), at(NOW)).expect("mints").token
+    }
+
+    #[test]
+    fn hit_matches_full_verification() {
+        let ring = ring();
+        let token = minted(&ring);
+        let mut cache = VerifyCache::new();
+
+        let first = cache
+            .verify(&token, &ring, &policy(), at(NOW))
+            .expect("valid");
+        let second = cache
+            .verify(&token, &ring, &policy(), at(NOW))
+            .expect("valid");
+
+        assert_eq!(first.kid, second.kid);
+        assert_eq!(first.exp, second.exp);
+        assert_eq!(cache.slots.iter().flatten().count(), 1);
+    }
+
+    #[test]
+    fn stored_token_expires() {
+        let ring = ring();
+        let token = minted(&ring);
+        let mut cache = VerifyCache::new();
+        let later = at(NOW) + Duration::seconds(policy().ttl_secs + policy().leeway_secs);
+
+        cache
+            .verify(&token, &ring, &policy(), at(NOW))
+            .expect("valid");
+        let result = cache.verify(&token, &ring, &policy(), later);
+
+        assert_eq!(result.unwrap_err(), Rejection::Expired);
+    }
+
+    #[test]
+    fn stored_token_clock_steps_back() {
+        let ring = ring();
+        let token = minted(&ring);
+        let mut cache = VerifyCache::new();
+        let earlier = at(NOW) - Duration::seconds(policy().leeway_secs + 1);
+
+        cache
+            .verify(&token, &ring, &policy(), at(NOW))
+            .expect("valid");
+        let result = cache.verify(&token, &ring, &policy(), earlier);
+
+        assert_eq!(result.unwrap_err(), Rejection::NotYetValid);
+    }
+
+    #[test]
+    fn stored_token_rejected_after_key_retires() {
+        let signer = key("k1", Algorithm::HS256, 1);
+        let retiring = signer.with_lifecycle(Some(at(0)), Some(at(NOW + 10)));
+        let ring = KeyRing::new(vec![retiring]).expect("unique kids");
+        let token = minted(&ring);
+        let mut cache = VerifyCache::new();
+
+        cache
+            .verify(&token, &ring, &policy(), at(NOW))
+            .expect("valid");
+        let result = cache.verify(&token, &ring, &policy(), at(NOW + 10));
+
+        assert_eq!(result.unwrap_err(), Rejection::RetiredKid);
+    }
+
+    #[test]
+    fn stored_token_rechecked_with_new_ring() {
+        let old_ring = KeyRing::new(vec![key("k1", Algorithm::HS256, 1)]).expect("unique kids");
+        let token = minted(&old_ring);
+        let other_secret = KeyRing::new(vec![key("k1", Algorithm::HS256, 7)]).expect("unique kids");
+        let mut cache = VerifyCache::new();
+
+        cache
+            .verify(&token, &old_ring, &policy(), at(NOW))
+            .expect("valid");
+        let result = cache.verify(&token, &other_secret, &policy(), at(NOW));
+
+        assert_eq!(result.unwrap_err(), Rejection::BadSignature);
+    }
+
+    #[test]
+    fn same_slot_other_token_verified_in_full() {
+        let ring = ring();
+        let token = minted(&ring);
+        let mut cache = VerifyCache::new();
+        // Same last 8 bytes, so the same slot, but another claims segment.
+        let (header, rest) = token.split_once('.').expect("three segments");
+        let (_, signature) = rest.split_once('.').expect("three segments");
+        let forged = format!("{header}.eyJmb3JnZWQiOnRydWV9.{signature}");
+
+        cache
+            .verify(&token, &ring, &policy(), at(NOW))
+            .expect("valid");
+        let result = cache.verify(&forged, &ring, &policy(), at(NOW));
+
+        assert_eq!(
+            cache.slot_of(forged.as_bytes()),
+            cache.slot_of(token.as_bytes())
+        );
+        assert_eq!(result.unwrap_err(), Rejection::BadSignature);
+    }
+
+    #[test]
+    fn invalid_token_not_stored() {
+        let ring = ring();
+        let mut cache = VerifyCache::new();
+
+        let result = cache.verify("a.b.cdefghijk", &ring, &policy(), at(NOW));
+
+        assert!(result.is_err());
+        assert_eq!(cache.slots.iter().flatten().count(), 0);
+    }
+
+    #[test]
+    fn same_bytes_compares_whole_slices() {
+        assert!(same_bytes(b"abc", b"abc"));
+        assert!(!same_bytes(b"abc", b"abd"));
+        assert!(!same_bytes(b"abc", b"ab"));
+        assert!(same_bytes(b"", b""));
+    }
+}
