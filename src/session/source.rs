@@ -79,10 +79,10 @@ pub fn token_source(headers: &HeaderMap) -> TokenSource<'_> {
         if fields.next().is_some() {
             return TokenSource::AmbiguousHeader;
         }
-        match first.to_str().map(str::trim) {
-            Ok("") => {}
-            Ok(value) => return TokenSource::Header(value),
-            Err(_) => return TokenSource::AmbiguousHeader,
+        match visible_ascii(first.as_bytes()).map(str::trim) {
+            Some("") => {}
+            Some(value) => return TokenSource::Header(value),
+            None => return TokenSource::AmbiguousHeader,
         }
     }
 
@@ -91,6 +91,20 @@ pub fn token_source(headers: &HeaderMap) -> TokenSource<'_> {
         TokenSource::Absent
     } else {
         TokenSource::Cookies(candidates)
+    }
+}
+
+/// Returns `bytes` as text when each is visible ASCII or tab, the test of
+/// `HeaderValue::to_str`. With no early exit, the compiler can test many
+/// bytes per instruction, where `to_str` branches on each.
+fn visible_ascii(bytes: &[u8]) -> Option<&str> {
+    let visible = bytes.iter().fold(true, |visible, &b| {
+        visible & ((b' '..=b'~').contains(&b) | (b == b'\t'))
+    });
+    if visible {
+        std::str::from_utf8(bytes).ok()
+    } else {
+        None
     }
 }
 
@@ -205,6 +219,22 @@ mod tests {
         let map = headers(&[("x-cc-session-token", b"a"), ("x-cc-session-token", b"a")]);
 
         assert_eq!(token_source(&map), TokenSource::AmbiguousHeader);
+    }
+
+    #[test]
+    fn visible_ascii_matches_to_str() {
+        for byte in 0..=u8::MAX {
+            let bytes = [b'a', byte, b'z'];
+            let Ok(value) = HeaderValue::from_bytes(&bytes) else {
+                continue;
+            };
+
+            assert_eq!(
+                visible_ascii(&bytes),
+                value.to_str().ok(),
+                "byte {byte:#04x}"
+            );
+        }
     }
 
     #[test]
