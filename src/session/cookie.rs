@@ -84,9 +84,11 @@ impl CookieSettings {
         value.push('=');
         let start = value.len();
         write_token(&mut value)?;
-        let token = start..value.len();
+        // The whole value so far is checked, not only the token, because
+        // `write_token` could change what precedes it as well.
         let header_safe =
-            self.attributes_header_safe && header_safe(&value.as_bytes()[token.clone()]);
+            self.attributes_header_safe && value.len() >= start && header_safe(value.as_bytes());
+        let token = start.min(value.len())..value.len();
         value.push_str(&self.attributes);
         value.push_str(max_age);
         Ok(SessionCookie {
@@ -113,6 +115,9 @@ impl SessionCookie {
     /// Returns the token alone as a header value, or `None` when it has bytes a
     /// header cannot carry.
     pub fn token(&self) -> Option<HeaderValue> {
+        if !self.header_safe {
+            return None;
+        }
         checked_header_value(self.header_safe, self.value.slice(self.token.clone()))
     }
 
@@ -198,6 +203,37 @@ mod tests {
         let settings = CookieSettings::new(true, SameSite::Lax, Some("a\nb".into()));
 
         assert!(settings.set_cookie("t", 1).is_none());
+    }
+
+    #[test]
+    fn bytes_written_before_token_checked() {
+        let settings = CookieSettings::new(true, SameSite::Lax, None);
+
+        let cookie = settings
+            .session_cookie(60, 0, |value| {
+                value.insert_str(0, "x\r\nInjected: 1\r\n");
+                value.push('t');
+                Ok::<(), ()>(())
+            })
+            .expect("written");
+
+        assert!(cookie.token().is_none());
+        assert!(cookie.into_set_cookie().is_none());
+    }
+
+    #[test]
+    fn shortened_value_rejected() {
+        let settings = CookieSettings::new(true, SameSite::Lax, None);
+
+        let cookie = settings
+            .session_cookie(60, 0, |value| {
+                value.clear();
+                Ok::<(), ()>(())
+            })
+            .expect("written");
+
+        assert!(cookie.token().is_none());
+        assert!(cookie.into_set_cookie().is_none());
     }
 
     #[test]
