@@ -2,10 +2,10 @@
 //! browser presents the same token on every page, so a token seen again is
 //! checked by one comparison of its bytes instead of base64, HMAC and JSON.
 //!
-//! A hit returns the result full verification would. An entry belongs to
-//! one key ring (a reload starts over), and every check that depends on the
-//! time (`exp`, `iat`, `nbf`, the key's `verify_until`) runs again on each
-//! hit. Only tokens that verified are stored, so input that fails never
+//! A hit returns the result full verification would. The table belongs to
+//! one key ring and one policy (another of either starts it over), and
+//! every check that depends on the time (`exp`, `iat`, `nbf`, the key's
+//! `verify_until`) runs again on each hit. Only tokens that verified are stored, so input that fails never
 //! reaches the cache and a hit needs the exact bytes of a valid token.
 
 use std::cell::RefCell;
@@ -48,6 +48,8 @@ struct Entry {
 /// The table of one thread.
 pub(super) struct VerifyCache {
     slots: Box<[Option<Entry>]>,
+    /// The policy every entry passed; a call with another empties the table.
+    policy: Option<TokenPolicy>,
     /// Random bits mixed into the slot index, so which tokens share a
     /// slot differs from process to process.
     seed: u64,
@@ -60,6 +62,7 @@ impl VerifyCache {
         let _ = getrandom::fill(&mut seed);
         VerifyCache {
             slots: (0..SLOTS).map(|_| None).collect(),
+            policy: None,
             seed: u64::from_le_bytes(seed),
         }
     }
@@ -76,6 +79,10 @@ impl VerifyCache {
         let Some(slot) = self.slot_of(token.as_bytes()) else {
             return super::verify_token(token, ring, policy, now);
         };
+        if self.policy.as_ref() != Some(policy) {
+            self.slots.iter_mut().for_each(|entry| *entry = None);
+            self.policy = Some(policy.clone());
+        }
 
         if let Some(entry) = &self.slots[slot]
             && entry.generation == ring.generation()
@@ -239,6 +246,36 @@ mod tests {
             cache.slot_of(token.as_bytes())
         );
         assert_eq!(result.unwrap_err(), Rejection::BadSignature);
+    }
+
+    #[test]
+    fn stored_token_rechecked_with_new_policy() {
+        let ring = ring();
+        let token = minted(&ring);
+        let mut cache = VerifyCache::new();
+        let mut other_issuer = policy();
+        other_issuer.issuer = "other".into();
+        let mut short_tokens = policy();
+        short_tokens.max_token_bytes = 50;
+        let mut short_lifetime = policy();
+        short_lifetime.max_lifetime_secs = 60;
+
+        cache
+            .verify(&token, &ring, &policy(), at(NOW))
+            .expect("valid");
+        let issuer = cache.verify(&token, &ring, &other_issuer, at(NOW));
+        cache
+            .verify(&token, &ring, &policy(), at(NOW))
+            .expect("valid");
+        let length = cache.verify(&token, &ring, &short_tokens, at(NOW));
+        cache
+            .verify(&token, &ring, &policy(), at(NOW))
+            .expect("valid");
+        let lifetime = cache.verify(&token, &ring, &short_lifetime, at(NOW));
+
+        assert_eq!(issuer.unwrap_err(), Rejection::WrongIssuer);
+        assert_eq!(length.unwrap_err(), Rejection::Oversize);
+        assert_eq!(lifetime.unwrap_err(), Rejection::LifetimeTooLong);
     }
 
     #[test]

@@ -18,7 +18,7 @@ pub use verify::{Rejection, Verified, verify_token};
 pub const MAX_NUMERIC_DATE: f64 = 253_402_300_799.0;
 
 /// The rules tokens are minted and verified by, fixed at start.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct TokenPolicy {
     /// `iss` of minted tokens, and the only `iss` accepted.
     pub issuer: String,
