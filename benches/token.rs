@@ -1,7 +1,8 @@
 //! Cost of verifying and minting a session token, each beside the raw work
 //! it cannot avoid, verification with a ring of 1 key against one of
-//! 10,000 keys, and a token answered by the cache of verified tokens. Run with `cargo bench --bench token`; BENCHMARKS.md has the
-//! figures and the method.
+//! 10,000 keys, and a token answered by the cache of verified tokens. Run
+//! with `cargo bench --bench token`; BENCHMARKS.md has the figures and the
+//! method.
 
 use std::hint::black_box;
 

@@ -95,8 +95,8 @@ impl KeyRing {
         header_b64: &str,
         now: DateTime<Utc>,
     ) -> Option<Lookup<'_>> {
-        // Most tokens come from the newest scheduled key, so one comparison
-        // usually finds the key without hashing the segment.
+        // Unless a successor waits for its `sign_from`, tokens come from the
+        // newest scheduled key, so one comparison usually finds the key.
         let key = match self.schedule.last() {
             Some(newest) if newest.header_segment() == header_b64 => newest,
             _ => self.by_header_segment.get(header_b64)?,
