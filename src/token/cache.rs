@@ -93,24 +93,20 @@ impl VerifyCache {
         }
 
         let (verified, validity) = verify_with_validity(token, ring, policy, now)?;
-        let entry = match self.slots[slot].take() {
-            Some(mut old) if old.token.len() == token.len() => {
-                old.token.copy_from_slice(token.as_bytes());
-                Entry {
-                    token: old.token,
-                    generation: ring.generation(),
-                    verified: verified.clone(),
-                    validity,
-                }
+        // A buffer of the same length is reused rather than allocated again.
+        let stored = match self.slots[slot].take() {
+            Some(Entry { token: mut old, .. }) if old.len() == token.len() => {
+                old.copy_from_slice(token.as_bytes());
+                old
             }
-            _ => Entry {
-                token: Box::from(token.as_bytes()),
-                generation: ring.generation(),
-                verified: verified.clone(),
-                validity,
-            },
+            _ => Box::from(token.as_bytes()),
         };
-        self.slots[slot] = Some(entry);
+        self.slots[slot] = Some(Entry {
+            token: stored,
+            generation: ring.generation(),
+            verified: verified.clone(),
+            validity,
+        });
         Ok(verified)
     }
 
