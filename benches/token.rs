@@ -1,6 +1,6 @@
 //! Cost of verifying and minting a session token, each beside the raw work
 //! it cannot avoid, verification with a ring of 1 key against one of
-//! 10,000 keys, and a token answered by the cache of verified tokens. Run
+//! 10,000 keys, and a token found in the cache of verified tokens. Run
 //! with `cargo bench --bench token`; BENCHMARKS.md has the figures and the
 //! method.
 
@@ -139,7 +139,7 @@ fn verify_benches(c: &mut Criterion) {
     group.bench_function("verify_token_parsed_header", |b| {
         b.iter(|| verify_token(black_box(&parsed), &small, &policy, now))
     });
-    // The request path: the same token again, answered by this thread's
+    // The request path: the same token again, found in this thread's
     // cache of verified tokens.
     group.bench_function("verify_cached_hit", |b| {
         b.iter(|| verify_cached(black_box(&token), &small, &policy, now))

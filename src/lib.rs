@@ -2,7 +2,7 @@
 //! `GET /ccstore/v1/metering/session` to keep a shopper's session alive; the
 //! token is a self-contained HMAC JWT, so replicas need no shared database.
 
-// One exception, `session::cookie`, says why it is sound.
+// The one exception, in `session::cookie`, explains why it is sound.
 #![deny(unsafe_code)]
 
 pub mod admin;

@@ -72,7 +72,7 @@ impl KeyRing {
     }
 
     /// Returns a number no other ring built by this process has, so a
-    /// result computed with one ring can be told from another's.
+    /// result computed with one ring can be distinguished from another's.
     pub fn generation(&self) -> u64 {
         self.generation
     }
