@@ -3,11 +3,14 @@
 //! extractor rejections, body-less faults).
 
 use std::borrow::Cow;
+use std::future::{Future, Ready, ready};
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
 
-use actix_web::dev::ServiceResponse;
+use actix_web::body::EitherBody;
+use actix_web::dev::{Service, ServiceRequest, ServiceResponse, Transform, forward_ready};
 use actix_web::http::StatusCode;
 use actix_web::http::header::{self, HeaderValue};
-use actix_web::middleware::{ErrorHandlerResponse, ErrorHandlers};
 use actix_web::{HttpResponse, ResponseError};
 use serde::Serialize;
 
@@ -248,20 +251,90 @@ struct HasErrorModel;
 
 /// Middleware that replaces the body of every error response lacking an
 /// errorModel (framework 404s, extractor rejections, empty 5xx) with one.
+/// A 1xx-3xx response passes through unchanged after one status check.
 ///
 /// NOTE: actix-http 3.20 responds to a request it cannot parse (a bad request
 /// line, too many or too large header fields) with an empty 400 or 431
 /// before any middleware runs, so those responses carry no errorModel.
-pub fn error_model_middleware<B: 'static>() -> ErrorHandlers<B> {
-    ErrorHandlers::new().default_handler(to_error_model)
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ErrorModelMiddleware;
+
+/// Returns the middleware that gives error responses an errorModel.
+pub fn error_model_middleware() -> ErrorModelMiddleware {
+    ErrorModelMiddleware
 }
 
-fn to_error_model<B: 'static>(
-    res: ServiceResponse<B>,
-) -> actix_web::Result<ErrorHandlerResponse<B>> {
+impl<S, B> Transform<S, ServiceRequest> for ErrorModelMiddleware
+where
+    S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = actix_web::Error>,
+    S::Future: Unpin,
+    B: 'static,
+{
+    type Response = ServiceResponse<EitherBody<B>>;
+    type Error = actix_web::Error;
+    type Transform = ErrorModelService<S>;
+    type InitError = ();
+    type Future = Ready<Result<Self::Transform, Self::InitError>>;
+
+    fn new_transform(&self, service: S) -> Self::Future {
+        ready(Ok(ErrorModelService { service }))
+    }
+}
+
+/// The service [`ErrorModelMiddleware`] wraps around an application.
+pub struct ErrorModelService<S> {
+    service: S,
+}
+
+impl<S, B> Service<ServiceRequest> for ErrorModelService<S>
+where
+    S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = actix_web::Error>,
+    S::Future: Unpin,
+    B: 'static,
+{
+    type Response = ServiceResponse<EitherBody<B>>;
+    type Error = actix_web::Error;
+    type Future = ErrorModelFuture<S::Future>;
+
+    forward_ready!(service);
+
+    fn call(&self, req: ServiceRequest) -> Self::Future {
+        ErrorModelFuture {
+            inner: self.service.call(req),
+        }
+    }
+}
+
+/// Future of the wrapped service's response. An error response without an
+/// errorModel gets one.
+pub struct ErrorModelFuture<F> {
+    inner: F,
+}
+
+impl<F, B> Future for ErrorModelFuture<F>
+where
+    F: Future<Output = Result<ServiceResponse<B>, actix_web::Error>> + Unpin,
+    B: 'static,
+{
+    type Output = Result<ServiceResponse<EitherBody<B>>, actix_web::Error>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let res = ready!(Pin::new(&mut self.inner).poll(cx))?;
+        let status = res.status();
+        Poll::Ready(Ok(
+            if status.is_client_error() || status.is_server_error() {
+                to_error_model(res)
+            } else {
+                res.map_into_left_body()
+            },
+        ))
+    }
+}
+
+fn to_error_model<B: 'static>(res: ServiceResponse<B>) -> ServiceResponse<EitherBody<B>> {
     log_client_error(&res);
     if res.response().extensions().get::<HasErrorModel>().is_some() {
-        return Ok(ErrorHandlerResponse::Response(res.map_into_left_body()));
+        return res.map_into_left_body();
     }
 
     let status = res.status();
@@ -281,8 +354,7 @@ fn to_error_model<B: 'static>(
             new.headers_mut().insert(name.clone(), value.clone());
         }
     }
-    let res = ServiceResponse::new(req, new.map_into_boxed_body());
-    Ok(ErrorHandlerResponse::Response(res.map_into_right_body()))
+    ServiceResponse::new(req, new.map_into_boxed_body()).map_into_right_body()
 }
 
 /// Logs the one debug line of a request that ends in a 4xx response. A 5xx
@@ -303,4 +375,80 @@ fn log_client_error<B>(res: &ServiceResponse<B>) {
         status.as_u16(),
         res.request().method()
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use actix_web::http::StatusCode;
+    use actix_web::test::{self, TestRequest};
+    use actix_web::{App, HttpResponse, web};
+    use serde_json::Value;
+
+    use super::*;
+
+    async fn reply(path: &str) -> (StatusCode, Option<String>, Vec<u8>) {
+        let app = test::init_service(
+            App::new()
+                .wrap(error_model_middleware())
+                .route(
+                    "/teapot",
+                    web::get().to(|| async { HttpResponse::ImATeapot().finish() }),
+                )
+                .route(
+                    "/moved",
+                    web::get().to(|| async {
+                        HttpResponse::Found()
+                            .insert_header((header::LOCATION, "/there"))
+                            .body("see /there")
+                    }),
+                )
+                .route(
+                    "/modelled",
+                    web::get().to(|| async {
+                        Err::<HttpResponse, _>(ApiError::new(ErrorCode::ServiceUnavailable, "busy"))
+                    }),
+                ),
+        )
+        .await;
+        let response = test::call_service(&app, TestRequest::get().uri(path).to_request()).await;
+        let status = response.status();
+        let content_type = response
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|value| value.to_str().ok())
+            .map(str::to_owned);
+        (
+            status,
+            content_type,
+            test::read_body(response).await.to_vec(),
+        )
+    }
+
+    #[actix_web::test]
+    async fn bare_error_gets_error_model() {
+        let (status, _, body) = reply("/teapot").await;
+
+        let body: Value = serde_json::from_slice(&body).expect("json body");
+        assert_eq!(status, StatusCode::IM_A_TEAPOT);
+        assert_eq!(body["status"], "418");
+        assert!(body["errorCode"].is_string(), "{body}");
+    }
+
+    #[actix_web::test]
+    async fn redirect_passes_unchanged() {
+        let (status, content_type, body) = reply("/moved").await;
+
+        assert_eq!(status, StatusCode::FOUND);
+        assert_eq!(content_type, None);
+        assert_eq!(body, b"see /there");
+    }
+
+    #[actix_web::test]
+    async fn error_model_kept_as_written() {
+        let (status, _, body) = reply("/modelled").await;
+
+        let body: Value = serde_json::from_slice(&body).expect("json body");
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(body["message"], "busy");
+    }
 }
