@@ -26,7 +26,12 @@ impl Clock {
     }
 
     pub fn now(&self) -> DateTime<Utc> {
-        Utc::now() + self.offset
+        if self.offset.is_zero() {
+            // Adding a zero offset would still convert the date and back.
+            Utc::now()
+        } else {
+            Utc::now() + self.offset
+        }
     }
 }
 

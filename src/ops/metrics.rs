@@ -2,6 +2,7 @@
 //! exist before it arrives; labels, key states and sums are computed when
 //! Prometheus scrapes.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -75,6 +76,8 @@ pub struct KidCounters {
 /// small per-`kid` map once under a mutex.
 #[derive(Debug)]
 pub struct Metrics {
+    /// Tells instances apart for the per-thread memory of [`Self::with_kid`].
+    id: u64,
     outcomes: [AtomicU64; OUTCOMES.len()],
     /// Keyed by `kid`. Only keys of the ring reach it (a verified token's key
     /// or the signing key), so its size is bounded by the keys ever loaded.
@@ -85,7 +88,9 @@ pub struct Metrics {
 
 impl Default for Metrics {
     fn default() -> Self {
+        static NEXT_ID: AtomicU64 = AtomicU64::new(0);
         Metrics {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             outcomes: std::array::from_fn(|_| AtomicU64::new(0)),
             per_kid: ArcSwap::from_pointee(HashMap::new()),
             per_kid_insert: Mutex::new(()),
@@ -155,12 +160,33 @@ impl Metrics {
         &self.latency
     }
 
+    /// Applies `count` to the counters of `kid`. Each thread remembers the
+    /// counters it used last, so a run of requests signed by one key skips
+    /// the map. Entries are never removed from the map, so a remembered
+    /// entry stays the one the map holds.
     fn with_kid(&self, kid: &Arc<str>, count: impl Fn(&KidCounters) -> u64) {
-        if let Some(counters) = self.per_kid.load().get(kid) {
-            count(counters);
-            return;
+        thread_local! {
+            static LAST: RefCell<Option<LastKid>> = const { RefCell::new(None) };
         }
-        count(&self.insert_kid(kid));
+        LAST.with_borrow_mut(|last| {
+            if let Some(last) = last
+                && last.metrics == self.id
+                && Arc::ptr_eq(&last.kid, kid)
+            {
+                count(&last.counters);
+                return;
+            }
+            let counters = match self.per_kid.load().get(kid) {
+                Some(counters) => counters.clone(),
+                None => self.insert_kid(kid),
+            };
+            count(&counters);
+            *last = Some(LastKid {
+                metrics: self.id,
+                kid: kid.clone(),
+                counters,
+            });
+        });
     }
 
     #[cold]
@@ -179,6 +205,14 @@ impl Metrics {
         self.per_kid.store(Arc::new(next));
         counters
     }
+}
+
+/// The `kid` a thread counted last, with its counters. Holding an `Arc` of
+/// the `kid` keeps its address from being reused for another one.
+struct LastKid {
+    metrics: u64,
+    kid: Arc<str>,
+    counters: Arc<KidCounters>,
 }
 
 /// Finds the slot of a `new_session` reason in [`OUTCOMES`].
@@ -253,7 +287,7 @@ pub async fn timed_maintain_session(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let started = Instant::now();
-    let result = maintain_session(req, state.clone()).await;
+    let result = maintain_session(&req, &state).await;
     state.metrics.observe_request(&result, started.elapsed());
     result
 }
@@ -312,6 +346,33 @@ mod tests {
             metrics.kid_counts(),
             vec![(old.clone(), 2, 0), (new.clone(), 0, 2)]
         );
+    }
+
+    #[test]
+    fn each_instance_counts_its_own() {
+        let first = Metrics::default();
+        let second = Metrics::default();
+        let kid: Arc<str> = Arc::from("k1");
+
+        first.count_valid(&kid);
+        second.count_valid(&kid);
+        second.count_valid(&kid);
+
+        assert_eq!(first.kid_counts(), vec![(kid.clone(), 1, 0)]);
+        assert_eq!(second.kid_counts(), vec![(kid.clone(), 2, 0)]);
+    }
+
+    #[test]
+    fn reloaded_kid_counts_in_same_entry() {
+        let metrics = Metrics::default();
+        let before: Arc<str> = Arc::from("k1");
+        let after: Arc<str> = Arc::from("k1");
+
+        metrics.count_valid(&before);
+        metrics.count_valid(&after);
+        metrics.count_valid(&before);
+
+        assert_eq!(metrics.kid_counts(), vec![(before.clone(), 3, 0)]);
     }
 
     #[test]

@@ -4,8 +4,9 @@
 pub mod cookie;
 pub mod source;
 
+use actix_web::http::StatusCode;
 use actix_web::http::header::{self, HeaderValue};
-use actix_web::{HttpRequest, HttpResponse, web};
+use actix_web::{HttpRequest, HttpResponse};
 use chrono::{DateTime, Utc};
 
 use crate::error::{ApiError, ErrorCode};
@@ -16,7 +17,7 @@ use crate::token::{
     Rejection, TokenPolicy, Verified, append_token, minted_token_len, verify_cached,
 };
 use cookie::SessionCookie;
-use source::{TOKEN_HEADER, TokenSource, token_source, uses_header};
+use source::{RequestToken, TOKEN_HEADER, TokenSource, read_token};
 
 /// Path of the endpoint.
 pub const SESSION_PATH: &str = "/ccstore/v1/metering/session";
@@ -30,14 +31,14 @@ enum Check<'a> {
     Invalid { reason: &'static str },
 }
 
-/// The handler, for GET and HEAD alike.
+/// The handler, for GET and HEAD alike. It borrows the request and the
+/// state, so a call costs no reference count.
 pub async fn maintain_session(
-    req: HttpRequest,
-    state: web::Data<AppState>,
+    req: &HttpRequest,
+    state: &AppState,
 ) -> Result<HttpResponse, ApiError> {
     let now = state.clock.now();
-    let source = token_source(req.headers());
-    let echo = uses_header(req.headers());
+    let RequestToken { source, echo } = read_token(req.headers());
 
     let mut ring = state.keys.load();
     let mut check = check_source(&source, &ring, &state.policy, now);
@@ -152,16 +153,19 @@ fn session_response(
     };
     let set_cookie = cookie.into_set_cookie().ok_or_else(not_header_safe)?;
 
-    let mut response = HttpResponse::Ok();
-    response
-        .insert_header((
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        ))
-        .insert_header((header::CACHE_CONTROL, HeaderValue::from_static("no-store")))
-        .insert_header((header::SET_COOKIE, set_cookie));
+    let body = if valid { VALID_BODY } else { INVALID_BODY };
+    // Header values are inserted directly, skipping the builder's
+    // conversions.
+    let mut response = HttpResponse::with_body(StatusCode::OK, body).map_into_boxed_body();
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(header::SET_COOKIE, set_cookie);
     if let Some(token) = token {
-        response.insert_header((TOKEN_HEADER.clone(), token));
+        headers.insert(TOKEN_HEADER.clone(), token);
     }
-    Ok(response.body(if valid { VALID_BODY } else { INVALID_BODY }))
+    Ok(response)
 }

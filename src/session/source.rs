@@ -66,26 +66,49 @@ impl TokenSource<'_> {
     }
 }
 
+/// The token candidates of a request, and whether it has an
+/// `X-CC-Session-Token` field at all, even an empty one: such a client reads
+/// its token from the response header.
+#[derive(Debug, PartialEq, Eq)]
+pub struct RequestToken<'a> {
+    pub source: TokenSource<'a>,
+    pub echo: bool,
+}
+
 /// True when the request has an `X-CC-Session-Token` field, even an empty
-/// one: such a client reads its token from the response header.
+/// one.
 pub fn uses_header(headers: &HeaderMap) -> bool {
-    headers.contains_key(&TOKEN_HEADER)
+    read_token(headers).echo
 }
 
 /// Finds the token candidates of a request.
 pub fn token_source(headers: &HeaderMap) -> TokenSource<'_> {
-    let mut fields = headers.get_all(&TOKEN_HEADER);
-    if let Some(first) = fields.next() {
-        if fields.next().is_some() {
-            return TokenSource::AmbiguousHeader;
-        }
-        match visible_ascii(first.as_bytes()).map(str::trim) {
-            Some("") => {}
-            Some(value) => return TokenSource::Header(value),
-            None => return TokenSource::AmbiguousHeader,
-        }
-    }
+    read_token(headers).source
+}
 
+/// Finds the token candidates of a request and whether it has the token
+/// header, looking the header up once.
+pub fn read_token(headers: &HeaderMap) -> RequestToken<'_> {
+    let mut fields = headers.get_all(&TOKEN_HEADER);
+    let Some(first) = fields.next() else {
+        return RequestToken {
+            source: cookie_source(headers),
+            echo: false,
+        };
+    };
+    let source = if fields.next().is_some() {
+        TokenSource::AmbiguousHeader
+    } else {
+        match visible_ascii(first.as_bytes()).map(str::trim_ascii) {
+            Some("") => cookie_source(headers),
+            Some(value) => TokenSource::Header(value),
+            None => TokenSource::AmbiguousHeader,
+        }
+    };
+    RequestToken { source, echo: true }
+}
+
+fn cookie_source(headers: &HeaderMap) -> TokenSource<'_> {
     let candidates = CookieCandidates::collect(cookie_values(headers));
     if candidates.len == 0 {
         TokenSource::Absent
@@ -204,6 +227,13 @@ mod tests {
     }
 
     #[test]
+    fn header_trimmed_of_spaces_and_tabs() {
+        let map = headers(&[("x-cc-session-token", b"\t h.t.v \t")]);
+
+        assert_eq!(token_source(&map), TokenSource::Header("h.t.v"));
+    }
+
+    #[test]
     fn blank_header_falls_back_to_cookie() {
         let map = headers(&[
             ("x-cc-session-token", b"  "),
@@ -212,6 +242,17 @@ mod tests {
 
         assert_eq!(cookies(&token_source(&map)), ["c"]);
         assert!(uses_header(&map));
+    }
+
+    #[test]
+    fn echo_follows_header_presence() {
+        let cookie_only = headers(&[("cookie", b"session_token-store=c")]);
+        let repeated = headers(&[("x-cc-session-token", b"a"), ("x-cc-session-token", b"b")]);
+        let header = headers(&[("x-cc-session-token", b"h.t.v")]);
+
+        assert!(!read_token(&cookie_only).echo);
+        assert!(read_token(&repeated).echo);
+        assert!(read_token(&header).echo);
     }
 
     #[test]
