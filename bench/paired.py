@@ -1,0 +1,325 @@
+#!/usr/bin/env python3
+"""Paired load runs of sessiond and the bare actix-web ceiling: the servers
+run side by side, and short measured windows alternate between them, so
+that a change in the VM's speed hits both sides of each pair alike.
+
+Usage:
+  bench/paired.py [--rounds N] [--secs S] [--starts N]
+                  [--scenarios cookie,header,none]
+                  [--bin PATH] [--extra NAME=PATH ...] [--out DIR]
+
+Every server runs pinned to CPU 0 with one worker, and wrk runs pinned to
+CPU 1 (`-t1 -c64`), as in shared/bench/compare.sh. Only one server is under
+load at a time. Round r measures the servers in list order when r is even
+and in reverse order when it is odd, so a steady drift cancels out. Each
+window gives req/s, p99 latency and the server's user and system CPU time
+per request (from /proc). The ratios are taken window by window against the
+ceiling's window of the same round; the summary gives their median and
+quartiles. Every server is started again `--starts` times per scenario
+(each start followed by a warm-up), because where a process lands in memory
+changes its speed by a few percent from one start to the next.
+
+The ceiling is built from shared/bench/ceiling into BENCH_BUILD_DIR
+(~/.cache/ccstore-bench) when its binary is missing. sessiond is
+target/release/sessiond unless --bin names another (build it first). The
+key is a fresh random HS256 key written as a JWK file of mode 0600 into a
+temporary folder; the token is minted here with the claims tokens.py uses.
+Traffic goes to 127.0.0.1 only. Needs python3, wrk, taskset, cargo.
+"""
+
+import argparse
+import base64
+import datetime
+import hashlib
+import hmac
+import json
+import os
+import re
+import secrets
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+PATH = "/ccstore/v1/metering/session"
+KID = "bench-key-1"
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def mint(secret: bytes) -> str:
+    now = int(time.time())
+    header = {"alg": "HS256", "typ": "JWT", "kid": KID}
+    claims = {"jti": b64url(secrets.token_bytes(16)), "iat": now, "exp": now + 86400, "iss": "ccstore"}
+    signing_input = ".".join(b64url(json.dumps(p, separators=(",", ":")).encode()) for p in (header, claims))
+    tag = hmac.new(secret, signing_input.encode(), hashlib.sha256).digest()
+    return signing_input + "." + b64url(tag)
+
+
+def write_key(folder: str, secret: bytes) -> None:
+    jwk = {
+        "kty": "oct",
+        "kid": KID,
+        "alg": "HS256",
+        "k": b64url(secret),
+        "created_at": "2020-01-01T00:00:00Z",
+        "sign_from": "2020-01-01T00:00:00Z",
+    }
+    temporary = os.path.join(folder, "." + KID + ".json.tmp")
+    with open(os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as f:
+        json.dump(jwk, f)
+    os.rename(temporary, os.path.join(folder, KID + ".json"))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def ceiling_binary() -> str:
+    build = os.environ.get("BENCH_BUILD_DIR") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "ccstore-bench"
+    )
+    target = os.path.join(build, "ceiling-target")
+    binary = os.path.join(target, "release", "ccstore-bench-ceiling")
+    if not os.access(binary, os.X_OK):
+        manifest = os.path.join(REPO, "..", "shared", "bench", "ceiling", "Cargo.toml")
+        subprocess.run(
+            ["cargo", "build", "--release", "--locked", "--manifest-path", manifest, "--target-dir", target],
+            check=True,
+        )
+    return binary
+
+
+def get(port: int, headers: dict) -> tuple:
+    request = urllib.request.Request(f"http://127.0.0.1:{port}{PATH}", headers=headers)
+    with urllib.request.urlopen(request, timeout=2) as response:
+        return response.status, response.read()
+
+
+def start(name: str, argv: list, env: dict, port: int, out: str) -> subprocess.Popen:
+    log = open(os.path.join(out, f"{name}.log"), "w")
+    process = subprocess.Popen(
+        ["taskset", "-c", "0", *argv], env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+    )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            sys.exit(f"error: {name} exited with {process.returncode}; see {log.name}")
+        try:
+            if get(port, {})[0] == 200:
+                return process
+        except OSError:
+            time.sleep(0.05)
+    sys.exit(f"error: {name} did not answer on 127.0.0.1:{port} within 60 s")
+
+
+def cpu_ticks(pid: int) -> tuple:
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return int(fields[11]), int(fields[12])
+
+
+def to_ms(text: str) -> float:
+    value, unit = re.fullmatch(r"([\d.]+)(us|ms|s)", text).groups()
+    return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+
+
+def window(pid: int, port: int, headers: list, secs: int, connections: int) -> dict:
+    user0, system0 = cpu_ticks(pid)
+    command = ["taskset", "-c", "1", "wrk", "-t1", f"-c{connections}", f"-d{secs}s", "--latency"]
+    for header in headers:
+        command += ["-H", header]
+    command.append(f"http://127.0.0.1:{port}{PATH}")
+    run = subprocess.run(command, capture_output=True, text=True, timeout=secs + 30)
+    if run.returncode != 0:
+        # The command line is left out: it carries the token.
+        sys.exit(f"error: wrk exited with {run.returncode}: {run.stderr.strip()}")
+    out = run.stdout
+    user1, system1 = cpu_ticks(pid)
+    requests = int(re.search(r"(\d+) requests in", out).group(1))
+    errors = 0
+    bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    if bad:
+        errors += int(bad.group(1))
+    if re.search(r"Socket errors: ", out):
+        errors += 1
+    tick_us = 1e6 / os.sysconf("SC_CLK_TCK")
+    return {
+        "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
+        "p99_ms": to_ms(re.search(r"\s99%\s+(\S+)", out).group(1)),
+        "user_us": (user1 - user0) * tick_us / requests,
+        "system_us": (system1 - system0) * tick_us / requests,
+        "errors": errors,
+    }
+
+
+def quartiles(values: list) -> str:
+    if len(values) < 2:
+        return f"{values[0]:.3f}"
+    q1, median, q3 = statistics.quantiles(values, n=4, method="inclusive")
+    return f"{median:.3f} ({q1:.3f}-{q3:.3f})"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=20)
+    parser.add_argument("--secs", type=int, default=3)
+    parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--starts", type=int, default=4, help="server starts per scenario")
+    parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--scenarios", default="cookie,header,none")
+    parser.add_argument("--bin", default=os.path.join(REPO, "target", "release", "sessiond"))
+    parser.add_argument("--extra", action="append", default=[], metavar="NAME=PATH")
+    parser.add_argument("--out")
+    args = parser.parse_args()
+
+    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d-%H%M")
+    out = os.path.abspath(args.out or os.path.join(REPO, "bench", "results", f"{stamp}-paired"))
+    os.makedirs(out, exist_ok=True)
+    secret = secrets.token_bytes(32)
+    token = mint(secret)
+    scenario_headers = {
+        "cookie": [f"Cookie: session_token-store={token}"],
+        "header": [f"X-CC-Session-Token: {token}"],
+        "none": [],
+    }
+    if not 1 <= args.starts <= args.rounds:
+        sys.exit("error: --starts must be between 1 and --rounds")
+    scenarios = args.scenarios.split(",")
+    for scenario in scenarios:
+        if scenario not in scenario_headers:
+            sys.exit(f"error: unknown scenario {scenario}; use cookie, header or none")
+
+    servers = [("ceiling", [ceiling_binary()]), ("sessiond", [args.bin])]
+    for extra in args.extra:
+        name, _, path = extra.partition("=")
+        if not name or not os.access(path, os.X_OK):
+            sys.exit(f"error: --extra {extra} is not NAME=PATH of an executable")
+        servers.append((name, [path]))
+
+    processes = []
+    keys = tempfile.mkdtemp(prefix="sessiond-paired.")
+    os.chmod(keys, 0o700)
+    write_key(keys, secret)
+
+    def start_all() -> list:
+        running = []
+        for name, argv in servers:
+            port = free_port()
+            env = dict(
+                os.environ,
+                BIND=f"127.0.0.1:{port}",
+                WORKERS="1",
+                SESSIOND_BIND=f"127.0.0.1:{port}",
+                SESSIOND_WORKERS="1",
+                SESSIOND_ADMIN_BIND="127.0.0.1:0",
+                SESSIOND_KEYS_DIR=keys,
+                SESSIOND_ISSUER="ccstore",
+                SESSIOND_TOKEN_TTL="3600",
+                SESSIOND_MAX_TOKEN_LIFETIME="86400",
+                RUST_LOG="warn",
+            )
+            process = start(name, argv, env, port, out)
+            processes.append(process)
+            running.append((name, process.pid, port))
+            if name != "ceiling":
+                for scenario in ("cookie", "header"):
+                    fields = dict(h.split(": ", 1) for h in scenario_headers[scenario])
+                    if get(port, fields)[1] != b'{"valid":true}':
+                        sys.exit(f"error: {name} did not accept the bench token in the {scenario}")
+        return running
+
+    def stop_all() -> None:
+        while processes:
+            process = processes.pop()
+            try:
+                os.killpg(process.pid, signal.SIGTERM)
+                process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+            except ProcessLookupError:
+                pass
+
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
+    rows = []
+    names = [name for name, _ in servers]
+    try:
+        for scenario in scenarios:
+            for r in range(args.rounds):
+                if r % -(-args.rounds // args.starts) == 0:
+                    # Every server starts again, because where a process
+                    # lands in memory changes its speed by a few percent.
+                    stop_all()
+                    running = start_all()
+                    for name, pid, port in running:
+                        window(pid, port, scenario_headers[scenario], args.warmup, args.connections)
+                order = running if r % 2 == 0 else running[::-1]
+                for name, pid, port in order:
+                    result = window(pid, port, scenario_headers[scenario], args.secs, args.connections)
+                    rows.append({"scenario": scenario, "round": r, "server": name, **result})
+                    print(
+                        f"{scenario:6} round {r:2} {name:10} {result['rps']:9.0f} req/s "
+                        f"p99 {result['p99_ms']:5.2f} ms  user {result['user_us']:5.2f} "
+                        f"sys {result['system_us']:5.2f} us/req",
+                        flush=True,
+                    )
+    finally:
+        stop_all()
+        for name in os.listdir(keys):
+            os.remove(os.path.join(keys, name))
+        os.rmdir(keys)
+
+    with open(os.path.join(out, "results.tsv"), "w") as f:
+        columns = ["scenario", "round", "server", "rps", "p99_ms", "user_us", "system_us", "errors"]
+        f.write("\t".join(columns) + "\n")
+        for row in rows:
+            f.write("\t".join(str(row[c]) for c in columns) + "\n")
+
+    lines = [
+        f"paired run {stamp} UTC: {args.rounds} rounds of {args.secs} s windows per scenario, "
+        f"{args.starts} starts of each server per scenario, "
+        f"{args.connections} connections; ratios are per round against the ceiling, "
+        "median (quartiles)",
+        "",
+        "| server | scenario | req/s median | CPU us/req median (user+sys) | req/s vs ceiling "
+        "| CPU/req ceiling/server | p99 vs ceiling | errors |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for scenario in scenarios:
+        by_round = {}
+        for row in rows:
+            if row["scenario"] == scenario:
+                by_round.setdefault(row["round"], {})[row["server"]] = row
+        for name in names:
+            mine = [by_round[r][name] for r in sorted(by_round)]
+            base = [by_round[r]["ceiling"] for r in sorted(by_round)]
+            cpu = [m["user_us"] + m["system_us"] for m in mine]
+            rps_ratio = [m["rps"] / b["rps"] for m, b in zip(mine, base)]
+            cpu_ratio = [(b["user_us"] + b["system_us"]) / c for b, c in zip(base, cpu)]
+            p99_ratio = [m["p99_ms"] / b["p99_ms"] for m, b in zip(mine, base)]
+            lines.append(
+                f"| {name} | {scenario} | {statistics.median(m['rps'] for m in mine):,.0f} "
+                f"| {statistics.median(cpu):.2f} ({statistics.median(m['user_us'] for m in mine):.2f}"
+                f"+{statistics.median(m['system_us'] for m in mine):.2f}) | {quartiles(rps_ratio)} "
+                f"| {quartiles(cpu_ratio)} | {quartiles(p99_ratio)} | {sum(m['errors'] for m in mine)} |"
+            )
+    summary = "\n".join(lines)
+    with open(os.path.join(out, "table.md"), "w") as f:
+        f.write(summary + "\n")
+    print()
+    print(summary)
+    print(f"\nresults: {out}")
+
+
+if __name__ == "__main__":
+    main()
