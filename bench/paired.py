@@ -9,22 +9,24 @@ Usage:
                   [--bin PATH] [--extra NAME=PATH ...] [--out DIR]
 
 Every server runs pinned to CPU 0 with one worker, and wrk runs pinned to
-CPU 1 (`-t1 -c64`), as in shared/bench/compare.sh. Only one server is under
-load at a time. Round r measures the servers in list order when r is even
-and in reverse order when it is odd, so a steady drift cancels out. Each
-window gives req/s, p99 latency and the server's user and system CPU time
-per request (from /proc). The ratios are taken window by window against the
-ceiling's window of the same round; the summary gives their median and
-quartiles. Every server is started again `--starts` times per scenario
-(each start followed by a warm-up), because where a process lands in memory
-changes its speed by a few percent from one start to the next.
+CPU 1 (`-t1 -c64`), the settings bench/load.sh uses. Only one server is
+under load at a time. Round r measures the servers in list order when r is
+even and in reverse order when it is odd, so a steady drift cancels out.
+Each window gives req/s, p99 latency and the server's user and system CPU
+time per request (from /proc). The ratios are taken window by window
+against the ceiling's window of the same round; the summary gives their
+median and quartiles. Every server is started again `--starts` times per
+scenario (each start followed by a warm-up), so that where one start lands
+in memory does not decide the result.
 
-The ceiling is built from shared/bench/ceiling into BENCH_BUILD_DIR
-(~/.cache/ccstore-bench) when its binary is missing. sessiond is
-target/release/sessiond unless --bin names another (build it first). The
-key is a fresh random HS256 key written as a JWK file of mode 0600 into a
-temporary folder; the token is minted here with the claims tokens.py uses.
-Traffic goes to 127.0.0.1 only. Needs python3, wrk, taskset, cargo.
+The ceiling is built from $SHARED_BENCH/ceiling (default: ../shared/bench
+next to the repository) into BENCH_BUILD_DIR (~/.cache/ccstore-bench)
+when its binary is missing. sessiond is target/release/sessiond unless
+--bin names another (build it first). The key is a fresh random HS256 key,
+written as a JWK file of mode 0600 into a private temporary folder that is
+removed at the end. The token is minted here and reaches wrk in a script
+file in that folder, never on a command line. Traffic goes to 127.0.0.1
+only. Needs python3, wrk, taskset, cargo.
 """
 
 import argparse
@@ -36,6 +38,7 @@ import json
 import os
 import re
 import secrets
+import shutil
 import signal
 import socket
 import statistics
@@ -91,11 +94,12 @@ def ceiling_binary() -> str:
     target = os.path.join(build, "ceiling-target")
     binary = os.path.join(target, "release", "ccstore-bench-ceiling")
     if not os.access(binary, os.X_OK):
-        manifest = os.path.join(REPO, "..", "shared", "bench", "ceiling", "Cargo.toml")
-        subprocess.run(
-            ["cargo", "build", "--release", "--locked", "--manifest-path", manifest, "--target-dir", target],
-            check=True,
-        )
+        shared = os.environ.get("SHARED_BENCH") or os.path.join(REPO, "..", "shared", "bench")
+        manifest = os.path.join(shared, "ceiling", "Cargo.toml")
+        if not os.path.isfile(manifest):
+            sys.exit(f"error: {manifest} not found; set SHARED_BENCH to the folder that holds ceiling/")
+        build_ceiling = ["cargo", "build", "--release", "--locked", "--manifest-path", manifest]
+        subprocess.run([*build_ceiling, "--target-dir", target], check=True)
     return binary
 
 
@@ -105,21 +109,38 @@ def get(port: int, headers: dict) -> tuple:
         return response.status, response.read()
 
 
-def start(name: str, argv: list, env: dict, port: int, out: str) -> subprocess.Popen:
-    log = open(os.path.join(out, f"{name}.log"), "w")
-    process = subprocess.Popen(
-        ["taskset", "-c", "0", *argv], env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-    )
+def start(name: str, argv: list, env: dict, port: int, out: str, processes: list) -> int:
+    """Starts a server and returns its pid once it responds 200. The process
+    goes on `processes` first, so that it is stopped on every exit."""
+    with open(os.path.join(out, f"{name}.log"), "w") as log:
+        process = subprocess.Popen(
+            ["taskset", "-c", "0", *argv], env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    processes.append(process)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            sys.exit(f"error: {name} exited with {process.returncode}; see {log.name}")
+            sys.exit(f"error: {name} exited with {process.returncode}; see {out}/{name}.log")
         try:
             if get(port, {})[0] == 200:
-                return process
+                return process.pid
         except OSError:
             time.sleep(0.05)
     sys.exit(f"error: {name} did not answer on 127.0.0.1:{port} within 60 s")
+
+
+def stop_all(processes: list) -> None:
+    """Stops every server's process group: TERM, then KILL after 5 s."""
+    while processes:
+        process = processes.pop()
+        try:
+            os.killpg(process.pid, signal.SIGTERM)
+            process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+        except ProcessLookupError:
+            pass
 
 
 def cpu_ticks(pid: int) -> tuple:
@@ -133,25 +154,27 @@ def to_ms(text: str) -> float:
     return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
 
 
-def window(pid: int, port: int, headers: list, secs: int, connections: int) -> dict:
+def window(pid: int, port: int, script: str, secs: int, connections: int) -> dict:
     user0, system0 = cpu_ticks(pid)
     command = ["taskset", "-c", "1", "wrk", "-t1", f"-c{connections}", f"-d{secs}s", "--latency"]
-    for header in headers:
-        command += ["-H", header]
+    if script:
+        command += ["-s", script]
     command.append(f"http://127.0.0.1:{port}{PATH}")
     run = subprocess.run(command, capture_output=True, text=True, timeout=secs + 30)
     if run.returncode != 0:
-        # The command line is left out: it carries the token.
-        sys.exit(f"error: wrk exited with {run.returncode}: {run.stderr.strip()}")
+        sys.exit(f"error: wrk exited with {run.returncode}: {(run.stderr or run.stdout).strip()}")
     out = run.stdout
     user1, system1 = cpu_ticks(pid)
     requests = int(re.search(r"(\d+) requests in", out).group(1))
+    if requests == 0:
+        sys.exit(f"error: no request completed in a {secs} s window on port {port}")
     errors = 0
     bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     if bad:
         errors += int(bad.group(1))
-    if re.search(r"Socket errors: ", out):
-        errors += 1
+    socket_errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    if socket_errors:
+        errors += sum(int(count) for count in socket_errors.groups())
     tick_us = 1e6 / os.sysconf("SC_CLK_TCK")
     return {
         "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
@@ -162,6 +185,14 @@ def window(pid: int, port: int, headers: list, secs: int, connections: int) -> d
     }
 
 
+def write_script(folder: str, name: str, header: str, value: str) -> str:
+    """Writes a wrk script that adds one request header, mode 0600."""
+    path = os.path.join(folder, f"{name}.lua")
+    with open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as f:
+        f.write(f"wrk.headers[{json.dumps(header)}] = {json.dumps(value)}\n")
+    return path
+
+
 def quartiles(values: list) -> str:
     if len(values) < 2:
         return f"{values[0]:.3f}"
@@ -169,128 +200,21 @@ def quartiles(values: list) -> str:
     return f"{median:.3f} ({q1:.3f}-{q3:.3f})"
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rounds", type=int, default=20)
-    parser.add_argument("--secs", type=int, default=3)
-    parser.add_argument("--warmup", type=int, default=5)
-    parser.add_argument("--starts", type=int, default=4, help="server starts per scenario")
-    parser.add_argument("--connections", type=int, default=64)
-    parser.add_argument("--scenarios", default="cookie,header,none")
-    parser.add_argument("--bin", default=os.path.join(REPO, "target", "release", "sessiond"))
-    parser.add_argument("--extra", action="append", default=[], metavar="NAME=PATH")
-    parser.add_argument("--out")
-    args = parser.parse_args()
+def positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not a positive integer")
+    return value
 
-    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d-%H%M")
-    out = os.path.abspath(args.out or os.path.join(REPO, "bench", "results", f"{stamp}-paired"))
-    os.makedirs(out, exist_ok=True)
-    secret = secrets.token_bytes(32)
-    token = mint(secret)
-    scenario_headers = {
-        "cookie": [f"Cookie: session_token-store={token}"],
-        "header": [f"X-CC-Session-Token: {token}"],
-        "none": [],
-    }
-    if not 1 <= args.starts <= args.rounds:
-        sys.exit("error: --starts must be between 1 and --rounds")
-    scenarios = args.scenarios.split(",")
-    for scenario in scenarios:
-        if scenario not in scenario_headers:
-            sys.exit(f"error: unknown scenario {scenario}; use cookie, header or none")
 
-    servers = [("ceiling", [ceiling_binary()]), ("sessiond", [args.bin])]
-    for extra in args.extra:
-        name, _, path = extra.partition("=")
-        if not name or not os.access(path, os.X_OK):
-            sys.exit(f"error: --extra {extra} is not NAME=PATH of an executable")
-        servers.append((name, [path]))
+def starts_at(round_index: int, rounds: int, starts: int) -> bool:
+    """True when the servers start again before `round_index`: `starts`
+    blocks of rounds, as even in length as `rounds` allows."""
+    return round_index == 0 or (round_index * starts) // rounds != ((round_index - 1) * starts) // rounds
 
-    processes = []
-    keys = tempfile.mkdtemp(prefix="sessiond-paired.")
-    os.chmod(keys, 0o700)
-    write_key(keys, secret)
 
-    def start_all() -> list:
-        running = []
-        for name, argv in servers:
-            port = free_port()
-            env = dict(
-                os.environ,
-                BIND=f"127.0.0.1:{port}",
-                WORKERS="1",
-                SESSIOND_BIND=f"127.0.0.1:{port}",
-                SESSIOND_WORKERS="1",
-                SESSIOND_ADMIN_BIND="127.0.0.1:0",
-                SESSIOND_KEYS_DIR=keys,
-                SESSIOND_ISSUER="ccstore",
-                SESSIOND_TOKEN_TTL="3600",
-                SESSIOND_MAX_TOKEN_LIFETIME="86400",
-                RUST_LOG="warn",
-            )
-            process = start(name, argv, env, port, out)
-            processes.append(process)
-            running.append((name, process.pid, port))
-            if name != "ceiling":
-                for scenario in ("cookie", "header"):
-                    fields = dict(h.split(": ", 1) for h in scenario_headers[scenario])
-                    if get(port, fields)[1] != b'{"valid":true}':
-                        sys.exit(f"error: {name} did not accept the bench token in the {scenario}")
-        return running
-
-    def stop_all() -> None:
-        while processes:
-            process = processes.pop()
-            try:
-                os.killpg(process.pid, signal.SIGTERM)
-                process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
-            except ProcessLookupError:
-                pass
-
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
-    rows = []
-    names = [name for name, _ in servers]
-    try:
-        for scenario in scenarios:
-            for r in range(args.rounds):
-                if r % -(-args.rounds // args.starts) == 0:
-                    # Every server starts again, because where a process
-                    # lands in memory changes its speed by a few percent.
-                    stop_all()
-                    running = start_all()
-                    for name, pid, port in running:
-                        window(pid, port, scenario_headers[scenario], args.warmup, args.connections)
-                order = running if r % 2 == 0 else running[::-1]
-                for name, pid, port in order:
-                    result = window(pid, port, scenario_headers[scenario], args.secs, args.connections)
-                    rows.append({"scenario": scenario, "round": r, "server": name, **result})
-                    print(
-                        f"{scenario:6} round {r:2} {name:10} {result['rps']:9.0f} req/s "
-                        f"p99 {result['p99_ms']:5.2f} ms  user {result['user_us']:5.2f} "
-                        f"sys {result['system_us']:5.2f} us/req",
-                        flush=True,
-                    )
-    finally:
-        stop_all()
-        for name in os.listdir(keys):
-            os.remove(os.path.join(keys, name))
-        os.rmdir(keys)
-
-    with open(os.path.join(out, "results.tsv"), "w") as f:
-        columns = ["scenario", "round", "server", "rps", "p99_ms", "user_us", "system_us", "errors"]
-        f.write("\t".join(columns) + "\n")
-        for row in rows:
-            f.write("\t".join(str(row[c]) for c in columns) + "\n")
-
+def summarise(rows: list, names: list, scenarios: list) -> list:
     lines = [
-        f"paired run {stamp} UTC: {args.rounds} rounds of {args.secs} s windows per scenario, "
-        f"{args.starts} starts of each server per scenario, "
-        f"{args.connections} connections; ratios are per round against the ceiling, "
-        "median (quartiles)",
-        "",
         "| server | scenario | req/s median | CPU us/req median (user+sys) | req/s vs ceiling "
         "| CPU/req ceiling/server | p99 vs ceiling | errors |",
         "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
@@ -305,7 +229,7 @@ def main() -> None:
             base = [by_round[r]["ceiling"] for r in sorted(by_round)]
             cpu = [m["user_us"] + m["system_us"] for m in mine]
             rps_ratio = [m["rps"] / b["rps"] for m, b in zip(mine, base)]
-            cpu_ratio = [(b["user_us"] + b["system_us"]) / c for b, c in zip(base, cpu)]
+            cpu_ratio = [(b["user_us"] + b["system_us"]) / c for b, c in zip(base, cpu) if c > 0]
             p99_ratio = [m["p99_ms"] / b["p99_ms"] for m, b in zip(mine, base)]
             lines.append(
                 f"| {name} | {scenario} | {statistics.median(m['rps'] for m in mine):,.0f} "
@@ -313,7 +237,127 @@ def main() -> None:
                 f"+{statistics.median(m['system_us'] for m in mine):.2f}) | {quartiles(rps_ratio)} "
                 f"| {quartiles(cpu_ratio)} | {quartiles(p99_ratio)} | {sum(m['errors'] for m in mine)} |"
             )
-    summary = "\n".join(lines)
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=positive, default=20)
+    parser.add_argument("--secs", type=positive, default=3, help="seconds per measured window")
+    parser.add_argument("--warmup", type=positive, default=5, help="seconds of load after each start")
+    parser.add_argument("--starts", type=positive, default=4, help="server starts per scenario")
+    parser.add_argument("--connections", type=positive, default=64)
+    parser.add_argument("--scenarios", default="cookie,header,none")
+    parser.add_argument("--bin", default=os.path.join(REPO, "target", "release", "sessiond"))
+    parser.add_argument("--extra", action="append", default=[], metavar="NAME=PATH")
+    parser.add_argument("--out")
+    args = parser.parse_args()
+
+    if args.starts > args.rounds:
+        sys.exit("error: --starts must not exceed --rounds")
+    scenarios = args.scenarios.split(",")
+    for scenario in scenarios:
+        if scenario not in ("cookie", "header", "none"):
+            sys.exit(f"error: unknown scenario {scenario}; use cookie, header or none")
+    if not os.access(args.bin, os.X_OK):
+        sys.exit(f"error: {args.bin} is not an executable; build it or pass --bin")
+    servers = [("ceiling", [ceiling_binary()]), ("sessiond", [args.bin])]
+    for extra in args.extra:
+        name, _, path = extra.partition("=")
+        if not name or not os.access(path, os.X_OK):
+            sys.exit(f"error: --extra {extra} is not NAME=PATH of an executable")
+        servers.append((name, [path]))
+    names = [name for name, _ in servers]
+
+    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d-%H%M")
+    out = os.path.abspath(args.out or os.path.join(REPO, "bench", "results", f"{stamp}-paired"))
+    os.makedirs(out, exist_ok=True)
+
+    def leave(signum, _frame):
+        sys.exit(f"stopped by signal {signum}")
+
+    # A hangup or TERM ends the run through the `finally` below, which stops
+    # the servers and removes the key.
+    signal.signal(signal.SIGTERM, leave)
+    signal.signal(signal.SIGHUP, leave)
+    processes = []
+    rows = []
+    private = tempfile.mkdtemp(prefix="sessiond-paired.")
+    try:
+        keys = os.path.join(private, "keys")
+        os.mkdir(keys, 0o700)
+        secret = secrets.token_bytes(32)
+        write_key(keys, secret)
+        token = mint(secret)
+        fields = {
+            "cookie": ("Cookie", f"session_token-store={token}"),
+            "header": ("X-CC-Session-Token", token),
+        }
+        scripts = {"none": ""}
+        for scenario, (header, value) in fields.items():
+            scripts[scenario] = write_script(private, scenario, header, value)
+
+        def start_all() -> list:
+            running = []
+            for name, argv in servers:
+                port = free_port()
+                env = dict(
+                    os.environ,
+                    BIND=f"127.0.0.1:{port}",
+                    WORKERS="1",
+                    SESSIOND_BIND=f"127.0.0.1:{port}",
+                    SESSIOND_WORKERS="1",
+                    SESSIOND_ADMIN_BIND="127.0.0.1:0",
+                    SESSIOND_KEYS_DIR=keys,
+                    SESSIOND_ISSUER="ccstore",
+                    SESSIOND_TOKEN_TTL="3600",
+                    SESSIOND_MAX_TOKEN_LIFETIME="86400",
+                    RUST_LOG="warn",
+                )
+                pid = start(name, argv, env, port, out, processes)
+                running.append((name, pid, port))
+                if name == "ceiling":
+                    continue
+                for scenario, (header, value) in fields.items():
+                    if get(port, {header: value})[1] != b'{"valid":true}':
+                        sys.exit(f"error: {name} did not accept the bench token in the {scenario}")
+            return running
+
+        for scenario in scenarios:
+            for r in range(args.rounds):
+                if starts_at(r, args.rounds, args.starts):
+                    stop_all(processes)
+                    running = start_all()
+                    for name, pid, port in running:
+                        window(pid, port, scripts[scenario], args.warmup, args.connections)
+                order = running if r % 2 == 0 else running[::-1]
+                for name, pid, port in order:
+                    result = window(pid, port, scripts[scenario], args.secs, args.connections)
+                    rows.append({"scenario": scenario, "round": r, "server": name, **result})
+                    print(
+                        f"{scenario:6} round {r:2} {name:10} {result['rps']:9.0f} req/s "
+                        f"p99 {result['p99_ms']:5.2f} ms  user {result['user_us']:5.2f} "
+                        f"sys {result['system_us']:5.2f} us/req",
+                        flush=True,
+                    )
+    except KeyboardInterrupt:
+        sys.exit("interrupted")
+    finally:
+        stop_all(processes)
+        shutil.rmtree(private, ignore_errors=True)
+
+    with open(os.path.join(out, "results.tsv"), "w") as f:
+        columns = ["scenario", "round", "server", "rps", "p99_ms", "user_us", "system_us", "errors"]
+        f.write("\t".join(columns) + "\n")
+        for row in rows:
+            f.write("\t".join(str(row[c]) for c in columns) + "\n")
+
+    heading = (
+        f"paired run {stamp} UTC: {args.rounds} rounds of {args.secs} s windows per scenario, "
+        f"{args.starts} starts of each server per scenario, {args.connections} connections; "
+        "ratios are per round against the ceiling, median (quartiles)"
+    )
+    summary = "\n".join([heading, "", *summarise(rows, names, scenarios)])
     with open(os.path.join(out, "table.md"), "w") as f:
         f.write(summary + "\n")
     print()

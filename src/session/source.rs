@@ -75,12 +75,6 @@ pub struct RequestToken<'a> {
     pub echo: bool,
 }
 
-/// True when the request has an `X-CC-Session-Token` field, even an empty
-/// one.
-pub fn uses_header(headers: &HeaderMap) -> bool {
-    read_token(headers).echo
-}
-
 /// Finds the token candidates of a request.
 pub fn token_source(headers: &HeaderMap) -> TokenSource<'_> {
     read_token(headers).source
@@ -241,7 +235,7 @@ mod tests {
         ]);
 
         assert_eq!(cookies(&token_source(&map)), ["c"]);
-        assert!(uses_header(&map));
+        assert!(read_token(&map).echo);
     }
 
     #[test]
