@@ -73,28 +73,8 @@ trap 'rm -rf "$WORK"' EXIT
 KEYS=$WORK/keys
 mkdir -m 700 "$KEYS"
 
-# The key file: a JWK that signs from a fixed past instant. Written under
-# umask 077 to a dot-file (sessiond skips those), then renamed into place.
-(
-  umask 077
-  python3 - "$KEYS" "$BENCH_KID" "$BENCH_SECRET_B64" <<'EOF'
-import base64, json, os, sys
-folder, kid, secret = sys.argv[1:4]
-raw = base64.urlsafe_b64decode(secret + "=" * (-len(secret) % 4))
-jwk = {
-    "kty": "oct",
-    "kid": kid,
-    "alg": "HS256",
-    "k": base64.urlsafe_b64encode(raw).rstrip(b"=").decode(),
-    "created_at": "2020-01-01T00:00:00Z",
-    "sign_from": "2020-01-01T00:00:00Z",
-}
-tmp = os.path.join(folder, "." + kid + ".json.tmp")
-with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as f:
-    json.dump(jwk, f)
-os.rename(tmp, os.path.join(folder, kid + ".json"))
-EOF
-)
+# The key file: a JWK of mode 0600 that signs from a fixed past instant.
+python3 "$REPO/bench/benchkey.py" "$KEYS" "$BENCH_KID" "$BENCH_SECRET_B64"
 
 # tokens.py mints with iss "ccstore" and a lifetime of 86400 s. The admin
 # listener takes a free loopback port. RUST_LOG=warn keeps start-up quiet.

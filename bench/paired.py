@@ -48,6 +48,8 @@ import tempfile
 import time
 import urllib.request
 
+from benchkey import write_key
+
 PATH = "/ccstore/v1/metering/session"
 KID = "bench-key-1"
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -64,21 +66,6 @@ def mint(secret: bytes) -> str:
     signing_input = ".".join(b64url(json.dumps(p, separators=(",", ":")).encode()) for p in (header, claims))
     tag = hmac.new(secret, signing_input.encode(), hashlib.sha256).digest()
     return signing_input + "." + b64url(tag)
-
-
-def write_key(folder: str, secret: bytes) -> None:
-    jwk = {
-        "kty": "oct",
-        "kid": KID,
-        "alg": "HS256",
-        "k": b64url(secret),
-        "created_at": "2020-01-01T00:00:00Z",
-        "sign_from": "2020-01-01T00:00:00Z",
-    }
-    temporary = os.path.join(folder, "." + KID + ".json.tmp")
-    with open(os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as f:
-        json.dump(jwk, f)
-    os.rename(temporary, os.path.join(folder, KID + ".json"))
 
 
 def free_port() -> int:
@@ -208,8 +195,8 @@ def positive(text: str) -> int:
 
 
 def starts_at(round_index: int, rounds: int, starts: int) -> bool:
-    """True when the servers start again before `round_index`: `starts`
-    blocks of rounds, as even in length as `rounds` allows."""
+    """Returns True when the servers start again before `round_index`, so
+    that `starts` blocks of rounds are as even in length as possible."""
     return round_index == 0 or (round_index * starts) // rounds != ((round_index - 1) * starts) // rounds
 
 
@@ -287,7 +274,7 @@ def main() -> None:
         keys = os.path.join(private, "keys")
         os.mkdir(keys, 0o700)
         secret = secrets.token_bytes(32)
-        write_key(keys, secret)
+        write_key(keys, KID, secret)
         token = mint(secret)
         fields = {
             "cookie": ("Cookie", f"session_token-store={token}"),
