@@ -76,7 +76,8 @@ pub struct KidCounters {
 /// small per-`kid` map once under a mutex.
 #[derive(Debug)]
 pub struct Metrics {
-    /// Tells instances apart for the per-thread memory of [`Self::with_kid`].
+    /// Number of this instance, which the per-thread memory of
+    /// [`Self::with_kid`] compares.
     id: u64,
     outcomes: [AtomicU64; OUTCOMES.len()],
     /// Keyed by `kid`. Only keys of the ring reach it (a verified token's key

@@ -32,7 +32,7 @@ enum Check<'a> {
 }
 
 /// The handler, for GET and HEAD alike. It borrows the request and the
-/// state, so a call costs no reference count.
+/// state, so a call changes no reference count.
 pub async fn maintain_session(
     req: &HttpRequest,
     state: &AppState,
