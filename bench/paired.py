@@ -6,7 +6,8 @@ that a change in the VM's speed hits both sides of each pair alike.
 Usage:
   bench/paired.py [--rounds N] [--secs S] [--starts N]
                   [--scenarios cookie,header,none]
-                  [--bin PATH] [--extra NAME=PATH ...] [--out DIR]
+                  [--pace-ms MS] [--bin PATH] [--extra NAME=PATH ...]
+                  [--out DIR]
 
 Every server runs pinned to CPU 0 with one worker, and wrk runs pinned to
 CPU 1 (`-t1 -c64`), the settings bench/load.sh uses. Only one server is
@@ -18,6 +19,14 @@ against the ceiling's window of the same round; the summary gives their
 median and quartiles. Every server is started again `--starts` times per
 scenario (each start followed by a warm-up), so that where one start lands
 in memory does not decide the result.
+
+At full load wrk needs most of CPU 1 as well, so the latency it reports
+depends on how the queue splits between wrk and the server. With
+`--pace-ms MS`, each connection waits MS milliseconds before each request
+(wrk's `delay` hook): the offered load stays below what either server can
+serve, wrk has CPU to spare, and p99 measures the server's response time
+rather than the split of the queue. The `wrk CPU` column gives wrk's
+share of CPU 1.
 
 The ceiling is built from $SHARED_BENCH/ceiling (default: ../shared/bench
 next to the repository) into BENCH_BUILD_DIR (~/.cache/ccstore-bench)
@@ -37,6 +46,7 @@ import hmac
 import json
 import os
 import re
+import resource
 import secrets
 import shutil
 import signal
@@ -141,8 +151,14 @@ def to_ms(text: str) -> float:
     return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
 
 
+def children_cpu_secs() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def window(pid: int, port: int, script: str, secs: int, connections: int) -> dict:
     user0, system0 = cpu_ticks(pid)
+    wrk0 = children_cpu_secs()
     command = ["taskset", "-c", "1", "wrk", "-t1", f"-c{connections}", f"-d{secs}s", "--latency"]
     if script:
         command += ["-s", script]
@@ -152,6 +168,7 @@ def window(pid: int, port: int, script: str, secs: int, connections: int) -> dic
         sys.exit(f"error: wrk exited with {run.returncode}: {(run.stderr or run.stdout).strip()}")
     out = run.stdout
     user1, system1 = cpu_ticks(pid)
+    wrk_cpu = (children_cpu_secs() - wrk0) / secs
     requests = int(re.search(r"(\d+) requests in", out).group(1))
     if requests == 0:
         sys.exit(f"error: no request completed in a {secs} s window on port {port}")
@@ -169,15 +186,28 @@ def window(pid: int, port: int, script: str, secs: int, connections: int) -> dic
         "user_us": (user1 - user0) * tick_us / requests,
         "system_us": (system1 - system0) * tick_us / requests,
         "errors": errors,
+        "wrk_cpu": wrk_cpu,
     }
 
 
-def write_script(folder: str, name: str, header: str, value: str) -> str:
-    """Writes a wrk script that adds one request header, mode 0600."""
+def write_script(folder: str, name: str, header: str, value: str, pace_ms: int) -> str:
+    """Writes a wrk script, mode 0600, that adds one request header unless
+    `header` is empty, and waits `pace_ms` before each request when it is
+    not 0."""
     path = os.path.join(folder, f"{name}.lua")
     with open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as f:
-        f.write(f"wrk.headers[{json.dumps(header)}] = {json.dumps(value)}\n")
+        if header:
+            f.write(f"wrk.headers[{json.dumps(header)}] = {json.dumps(value)}\n")
+        if pace_ms:
+            f.write(f"function delay() return {pace_ms} end\n")
     return path
+
+
+def non_negative(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value} is negative; use 0 or more")
+    return value
 
 
 def quartiles(values: list) -> str:
@@ -203,8 +233,8 @@ def starts_at(round_index: int, rounds: int, starts: int) -> bool:
 def summarise(rows: list, names: list, scenarios: list) -> list:
     lines = [
         "| server | scenario | req/s median | CPU us/req median (user+sys) | req/s vs ceiling "
-        "| CPU/req ceiling/server | p99 vs ceiling | errors |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| CPU/req ceiling/server | p99 ms median | p99 vs ceiling | wrk CPU median | errors |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for scenario in scenarios:
         by_round = {}
@@ -222,7 +252,9 @@ def summarise(rows: list, names: list, scenarios: list) -> list:
                 f"| {name} | {scenario} | {statistics.median(m['rps'] for m in mine):,.0f} "
                 f"| {statistics.median(cpu):.2f} ({statistics.median(m['user_us'] for m in mine):.2f}"
                 f"+{statistics.median(m['system_us'] for m in mine):.2f}) | {quartiles(rps_ratio)} "
-                f"| {quartiles(cpu_ratio)} | {quartiles(p99_ratio)} | {sum(m['errors'] for m in mine)} |"
+                f"| {quartiles(cpu_ratio)} | {statistics.median(m['p99_ms'] for m in mine):.3f} "
+                f"| {quartiles(p99_ratio)} | {statistics.median(m['wrk_cpu'] for m in mine):.0%} "
+                f"| {sum(m['errors'] for m in mine)} |"
             )
     return lines
 
@@ -234,6 +266,12 @@ def main() -> None:
     parser.add_argument("--warmup", type=positive, default=5, help="seconds of load after each start")
     parser.add_argument("--starts", type=positive, default=4, help="server starts per scenario")
     parser.add_argument("--connections", type=positive, default=64)
+    parser.add_argument(
+        "--pace-ms",
+        type=non_negative,
+        default=0,
+        help="milliseconds each connection waits before each request (0: full load)",
+    )
     parser.add_argument("--scenarios", default="cookie,header,none")
     parser.add_argument("--bin", default=os.path.join(REPO, "target", "release", "sessiond"))
     parser.add_argument("--extra", action="append", default=[], metavar="NAME=PATH")
@@ -280,9 +318,9 @@ def main() -> None:
             "cookie": ("Cookie", f"session_token-store={token}"),
             "header": ("X-CC-Session-Token", token),
         }
-        scripts = {"none": ""}
+        scripts = {"none": write_script(private, "none", "", "", args.pace_ms) if args.pace_ms else ""}
         for scenario, (header, value) in fields.items():
-            scripts[scenario] = write_script(private, scenario, header, value)
+            scripts[scenario] = write_script(private, scenario, header, value, args.pace_ms)
 
         def start_all() -> list:
             running = []
@@ -324,7 +362,7 @@ def main() -> None:
                     print(
                         f"{scenario:6} round {r:2} {name:10} {result['rps']:9.0f} req/s "
                         f"p99 {result['p99_ms']:5.2f} ms  user {result['user_us']:5.2f} "
-                        f"sys {result['system_us']:5.2f} us/req",
+                        f"sys {result['system_us']:5.2f} us/req  wrk CPU {result['wrk_cpu']:4.0%}",
                         flush=True,
                     )
     except KeyboardInterrupt:
@@ -334,14 +372,16 @@ def main() -> None:
         shutil.rmtree(private, ignore_errors=True)
 
     with open(os.path.join(out, "results.tsv"), "w") as f:
-        columns = ["scenario", "round", "server", "rps", "p99_ms", "user_us", "system_us", "errors"]
+        columns = ["scenario", "round", "server", "rps", "p99_ms", "user_us", "system_us", "wrk_cpu", "errors"]
         f.write("\t".join(columns) + "\n")
         for row in rows:
             f.write("\t".join(str(row[c]) for c in columns) + "\n")
 
     heading = (
         f"paired run {stamp} UTC: {args.rounds} rounds of {args.secs} s windows per scenario, "
-        f"{args.starts} starts of each server per scenario, {args.connections} connections; "
+        f"{args.starts} starts of each server per scenario, {args.connections} connections"
+        + (f", {args.pace_ms} ms before each request" if args.pace_ms else "")
+        + "; "
         "ratios are per round against the ceiling, median (quartiles)"
     )
     summary = "\n".join([heading, "", *summarise(rows, names, scenarios)])
