@@ -7,11 +7,6 @@ use clap::Parser;
 use sessiond::app::Application;
 use sessiond::config::{Cli, Command};
 
-// mimalloc serves actix-web's per-request allocations in fewer instructions
-// than glibc's malloc (about 400 fewer per request under callgrind).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn main() -> ExitCode {
     if let Err(e) = load_dotenv() {
         eprintln!("error: cannot read .env: {e}");
