@@ -159,6 +159,7 @@ def children_cpu_secs() -> float:
 def window(pid: int, port: int, script: str, secs: int, connections: int) -> dict:
     user0, system0 = cpu_ticks(pid)
     wrk0 = children_cpu_secs()
+    started = time.monotonic()
     command = ["taskset", "-c", "1", "wrk", "-t1", f"-c{connections}", f"-d{secs}s", "--latency"]
     if script:
         command += ["-s", script]
@@ -168,7 +169,7 @@ def window(pid: int, port: int, script: str, secs: int, connections: int) -> dic
         sys.exit(f"error: wrk exited with {run.returncode}: {(run.stderr or run.stdout).strip()}")
     out = run.stdout
     user1, system1 = cpu_ticks(pid)
-    wrk_cpu = (children_cpu_secs() - wrk0) / secs
+    wrk_cpu = (children_cpu_secs() - wrk0) / (time.monotonic() - started)
     requests = int(re.search(r"(\d+) requests in", out).group(1))
     if requests == 0:
         sys.exit(f"error: no request completed in a {secs} s window on port {port}")
