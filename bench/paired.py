@@ -4,8 +4,8 @@ run side by side, and short measured windows alternate between them, so
 that a change in the VM's speed hits both sides of each pair alike.
 
 Usage:
-  bench/paired.py [--rounds N] [--secs S] [--starts N]
-                  [--scenarios cookie,header,none]
+  bench/paired.py [--rounds N] [--secs S] [--warmup S] [--starts N]
+                  [--connections N] [--scenarios cookie,header,none]
                   [--pace-ms MS] [--bin PATH] [--extra NAME=PATH ...]
                   [--out DIR]
 
@@ -23,10 +23,14 @@ in memory does not decide the result.
 At full load wrk needs most of CPU 1 as well, so the latency it reports
 depends on how the queue splits between wrk and the server. With
 `--pace-ms MS`, each connection waits MS milliseconds before each request
-(wrk's `delay` hook): the offered load stays below what either server can
-serve, wrk has CPU to spare, and p99 measures the server's response time
-rather than the split of the queue. The `wrk CPU` column gives wrk's
-share of CPU 1.
+(wrk's `delay` hook), so the connections offer at most 1000 / MS requests
+per second each. When that total is well below what the servers can
+serve, wrk has CPU to spare and p99 measures the server's response time.
+wrk's timers tick in whole milliseconds, so connections whose wait ends
+together send in a burst, and the p99 includes the queue of such bursts.
+The `wrk CPU` column gives wrk's CPU time over the window's wall time,
+which is its share of CPU 1. Each window is written to results.tsv as
+soon as it is measured.
 
 The ceiling is built from $SHARED_BENCH/ceiling (default: ../shared/bench
 next to the repository) into BENCH_BUILD_DIR (~/.cache/ccstore-bench)
@@ -122,14 +126,16 @@ def start(name: str, argv: list, env: dict, port: int, out: str, processes: list
             if get(port, {})[0] == 200:
                 return process.pid
         except OSError:
-            time.sleep(0.05)
+            pass
+        time.sleep(0.05)
     sys.exit(f"error: {name} did not answer on 127.0.0.1:{port} within 60 s")
 
 
 def stop_all(processes: list) -> None:
-    """Stops every server's process group: TERM, then KILL after 5 s."""
+    """Stops every server's process group: TERM, then KILL after 5 s. A
+    process leaves the list only once it has exited."""
     while processes:
-        process = processes.pop()
+        process = processes[-1]
         try:
             os.killpg(process.pid, signal.SIGTERM)
             process.wait(timeout=5)
@@ -138,6 +144,7 @@ def stop_all(processes: list) -> None:
             process.wait()
         except ProcessLookupError:
             pass
+        processes.pop()
 
 
 def cpu_ticks(pid: int) -> tuple:
@@ -205,10 +212,19 @@ def write_script(folder: str, name: str, header: str, value: str, pace_ms: int) 
 
 
 def non_negative(text: str) -> int:
-    value = int(text)
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid value {text!r}: expected 0 or a positive integer") from None
     if value < 0:
-        raise argparse.ArgumentTypeError(f"{value} is negative; use 0 or more")
+        raise argparse.ArgumentTypeError(f"invalid value {value}: expected 0 or a positive integer")
     return value
+
+
+def file_digest(path: str) -> str:
+    """Returns the first 16 hex digits of the SHA-256 of the file at `path`."""
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()[:16]
 
 
 def quartiles(values: list) -> str:
@@ -219,9 +235,12 @@ def quartiles(values: list) -> str:
 
 
 def positive(text: str) -> int:
-    value = int(text)
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid value {text!r}: expected a positive integer") from None
     if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} is not a positive integer")
+        raise argparse.ArgumentTypeError(f"invalid value {value}: expected a positive integer")
     return value
 
 
@@ -262,38 +281,49 @@ def summarise(rows: list, names: list, scenarios: list) -> list:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rounds", type=positive, default=20)
+    parser.add_argument("--rounds", type=positive, default=20, help="measured rounds per scenario")
     parser.add_argument("--secs", type=positive, default=3, help="seconds per measured window")
     parser.add_argument("--warmup", type=positive, default=5, help="seconds of load after each start")
     parser.add_argument("--starts", type=positive, default=4, help="server starts per scenario")
-    parser.add_argument("--connections", type=positive, default=64)
+    parser.add_argument("--connections", type=positive, default=64, help="wrk connections")
     parser.add_argument(
         "--pace-ms",
         type=non_negative,
         default=0,
         help="milliseconds each connection waits before each request (0: full load)",
     )
-    parser.add_argument("--scenarios", default="cookie,header,none")
-    parser.add_argument("--bin", default=os.path.join(REPO, "target", "release", "sessiond"))
-    parser.add_argument("--extra", action="append", default=[], metavar="NAME=PATH")
-    parser.add_argument("--out")
+    parser.add_argument("--scenarios", default="cookie,header,none", help="comma-separated list")
+    parser.add_argument(
+        "--bin",
+        default=os.path.join(REPO, "target", "release", "sessiond"),
+        help="the sessiond binary (default: target/release/sessiond, which is not rebuilt)",
+    )
+    parser.add_argument(
+        "--extra", action="append", default=[], metavar="NAME=PATH", help="another server to measure"
+    )
+    parser.add_argument("--out", help="results folder (default: bench/results/<time>-paired)")
     args = parser.parse_args()
 
     if args.starts > args.rounds:
-        sys.exit("error: --starts must not exceed --rounds")
+        parser.error(f"--starts {args.starts} is more than --rounds {args.rounds}")
     scenarios = args.scenarios.split(",")
     for scenario in scenarios:
         if scenario not in ("cookie", "header", "none"):
-            sys.exit(f"error: unknown scenario {scenario}; use cookie, header or none")
+            parser.error(f"unknown scenario {scenario!r}: use cookie, header or none")
+    if len(set(scenarios)) != len(scenarios):
+        parser.error(f"--scenarios {args.scenarios} names a scenario twice")
     if not os.access(args.bin, os.X_OK):
-        sys.exit(f"error: {args.bin} is not an executable; build it or pass --bin")
-    servers = [("ceiling", [ceiling_binary()]), ("sessiond", [args.bin])]
+        parser.error(f"{args.bin} is not an executable: build it or pass --bin")
+    extras = []
     for extra in args.extra:
         name, _, path = extra.partition("=")
         if not name or not os.access(path, os.X_OK):
-            sys.exit(f"error: --extra {extra} is not NAME=PATH of an executable")
-        servers.append((name, [path]))
+            parser.error(f"--extra {extra} is not NAME=PATH of an executable")
+        extras.append((name, [path]))
+    servers = [("ceiling", [ceiling_binary()]), ("sessiond", [args.bin]), *extras]
     names = [name for name, _ in servers]
+    if len(set(names)) != len(names):
+        parser.error(f"server names must differ (ceiling and sessiond are taken): {', '.join(names)}")
 
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d-%H%M")
     out = os.path.abspath(args.out or os.path.join(REPO, "bench", "results", f"{stamp}-paired"))
@@ -306,9 +336,12 @@ def main() -> None:
     # the servers and removes the key.
     signal.signal(signal.SIGTERM, leave)
     signal.signal(signal.SIGHUP, leave)
+    columns = ["scenario", "round", "server", "rps", "p99_ms", "user_us", "system_us", "wrk_cpu", "errors"]
     processes = []
     rows = []
     private = tempfile.mkdtemp(prefix="sessiond-paired.")
+    table = open(os.path.join(out, "results.tsv"), "w")
+    table.write("\t".join(columns) + "\n")
     try:
         keys = os.path.join(private, "keys")
         os.mkdir(keys, 0o700)
@@ -346,7 +379,7 @@ def main() -> None:
                     continue
                 for scenario, (header, value) in fields.items():
                     if get(port, {header: value})[1] != b'{"valid":true}':
-                        sys.exit(f"error: {name} did not accept the bench token in the {scenario}")
+                        sys.exit(f"error: {name} did not accept the bench token in the {scenario} scenario")
             return running
 
         for scenario in scenarios:
@@ -359,7 +392,10 @@ def main() -> None:
                 order = running if r % 2 == 0 else running[::-1]
                 for name, pid, port in order:
                     result = window(pid, port, scripts[scenario], args.secs, args.connections)
-                    rows.append({"scenario": scenario, "round": r, "server": name, **result})
+                    row = {"scenario": scenario, "round": r, "server": name, **result}
+                    rows.append(row)
+                    table.write("\t".join(str(row[c]) for c in columns) + "\n")
+                    table.flush()
                     print(
                         f"{scenario:6} round {r:2} {name:10} {result['rps']:9.0f} req/s "
                         f"p99 {result['p99_ms']:5.2f} ms  user {result['user_us']:5.2f} "
@@ -369,14 +405,13 @@ def main() -> None:
     except KeyboardInterrupt:
         sys.exit("interrupted")
     finally:
+        # A second signal must not cut the cleanup short, because the
+        # servers run in sessions of their own and would outlive this script.
+        for number in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(number, signal.SIG_IGN)
         stop_all(processes)
         shutil.rmtree(private, ignore_errors=True)
-
-    with open(os.path.join(out, "results.tsv"), "w") as f:
-        columns = ["scenario", "round", "server", "rps", "p99_ms", "user_us", "system_us", "wrk_cpu", "errors"]
-        f.write("\t".join(columns) + "\n")
-        for row in rows:
-            f.write("\t".join(str(row[c]) for c in columns) + "\n")
+        table.close()
 
     heading = (
         f"paired run {stamp} UTC: {args.rounds} rounds of {args.secs} s windows per scenario, "
@@ -385,7 +420,8 @@ def main() -> None:
         + "; "
         "ratios are per round against the ceiling, median (quartiles)"
     )
-    summary = "\n".join([heading, "", *summarise(rows, names, scenarios)])
+    binaries = [f"- {name}: {argv[0]} (sha256 {file_digest(argv[0])})" for name, argv in servers]
+    summary = "\n".join([heading, "", *binaries, "", *summarise(rows, names, scenarios)])
     with open(os.path.join(out, "table.md"), "w") as f:
         f.write(summary + "\n")
     print()
