@@ -224,7 +224,10 @@ def non_negative(text: str) -> int:
 def file_digest(path: str) -> str:
     """Returns the first 16 hex digits of the SHA-256 of the file at `path`."""
     with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()[:16]
+        digest = hashlib.sha256()
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()[:16]
 
 
 def quartiles(values: list) -> str:
@@ -320,17 +323,24 @@ def main() -> None:
         if not name or not os.access(path, os.X_OK):
             parser.error(f"--extra {extra} is not NAME=PATH of an executable")
         extras.append((name, [path]))
-    servers = [("ceiling", [ceiling_binary()]), ("sessiond", [args.bin]), *extras]
-    names = [name for name, _ in servers]
+    names = ["ceiling", "sessiond", *(name for name, _ in extras)]
     if len(set(names)) != len(names):
         parser.error(f"server names must differ (ceiling and sessiond are taken): {', '.join(names)}")
+    servers = [("ceiling", [ceiling_binary()]), ("sessiond", [args.bin]), *extras]
+    # Hashed before the run, so that the table names what was measured even
+    # if a build rewrites a binary meanwhile.
+    binaries = [f"- {name}: {argv[0]} (sha256 {file_digest(argv[0])})" for name, argv in servers]
 
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d-%H%M")
     out = os.path.abspath(args.out or os.path.join(REPO, "bench", "results", f"{stamp}-paired"))
     os.makedirs(out, exist_ok=True)
+    # A table left by an earlier run into the same folder would sit beside
+    # this run's results.tsv if this run is interrupted.
+    if os.path.exists(os.path.join(out, "table.md")):
+        os.remove(os.path.join(out, "table.md"))
 
     def leave(signum, _frame):
-        sys.exit(f"stopped by signal {signum}")
+        sys.exit(f"stopped by signal {signum}; the windows measured so far are in {out}/results.tsv")
 
     # A hangup or TERM ends the run through the `finally` below, which stops
     # the servers and removes the key.
@@ -339,9 +349,9 @@ def main() -> None:
     columns = ["scenario", "round", "server", "rps", "p99_ms", "user_us", "system_us", "wrk_cpu", "errors"]
     processes = []
     rows = []
-    private = tempfile.mkdtemp(prefix="sessiond-paired.")
     table = open(os.path.join(out, "results.tsv"), "w")
     table.write("\t".join(columns) + "\n")
+    private = tempfile.mkdtemp(prefix="sessiond-paired.")
     try:
         keys = os.path.join(private, "keys")
         os.mkdir(keys, 0o700)
@@ -403,7 +413,7 @@ def main() -> None:
                         flush=True,
                     )
     except KeyboardInterrupt:
-        sys.exit("interrupted")
+        sys.exit(f"interrupted; the windows measured so far are in {out}/results.tsv")
     finally:
         # A second signal must not cut the cleanup short, because the
         # servers run in sessions of their own and would outlive this script.
@@ -420,7 +430,6 @@ def main() -> None:
         + "; "
         "ratios are per round against the ceiling, median (quartiles)"
     )
-    binaries = [f"- {name}: {argv[0]} (sha256 {file_digest(argv[0])})" for name, argv in servers]
     summary = "\n".join([heading, "", *binaries, "", *summarise(rows, names, scenarios)])
     with open(os.path.join(out, "table.md"), "w") as f:
         f.write(summary + "\n")
