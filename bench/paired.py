@@ -165,7 +165,7 @@ def children_cpu_secs() -> float:
 
 def window(pid: int, port: int, script: str, secs: int, connections: int) -> dict:
     user0, system0 = cpu_ticks(pid)
-    wrk0 = children_cpu_secs()
+    wrk_cpu_before = children_cpu_secs()
     started = time.monotonic()
     command = ["taskset", "-c", "1", "wrk", "-t1", f"-c{connections}", f"-d{secs}s", "--latency"]
     if script:
@@ -176,7 +176,7 @@ def window(pid: int, port: int, script: str, secs: int, connections: int) -> dic
         sys.exit(f"error: wrk exited with {run.returncode}: {(run.stderr or run.stdout).strip()}")
     out = run.stdout
     user1, system1 = cpu_ticks(pid)
-    wrk_cpu = (children_cpu_secs() - wrk0) / (time.monotonic() - started)
+    wrk_cpu = (children_cpu_secs() - wrk_cpu_before) / (time.monotonic() - started)
     requests = int(re.search(r"(\d+) requests in", out).group(1))
     if requests == 0:
         sys.exit(f"error: no request completed in a {secs} s window on port {port}")
@@ -211,16 +211,6 @@ def write_script(folder: str, name: str, header: str, value: str, pace_ms: int) 
     return path
 
 
-def non_negative(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid value {text!r}: expected 0 or a positive integer") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"invalid value {value}: expected 0 or a positive integer")
-    return value
-
-
 def file_digest(path: str) -> str:
     """Returns the first 16 hex digits of the SHA-256 of the file at `path`."""
     with open(path, "rb") as f:
@@ -237,14 +227,24 @@ def quartiles(values: list) -> str:
     return f"{median:.3f} ({q1:.3f}-{q3:.3f})"
 
 
-def positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid value {text!r}: expected a positive integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"invalid value {value}: expected a positive integer")
-    return value
+def integer_at_least(minimum: int, expected: str):
+    """Returns an argparse type that accepts integers of `minimum` or more,
+    and names `expected` in its error message."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"invalid value {text!r}: expected {expected}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"invalid value {value}: expected {expected}")
+        return value
+
+    return parse
+
+
+positive = integer_at_least(1, "a positive integer")
+non_negative = integer_at_least(0, "0 or a positive integer")
 
 
 def starts_at(round_index: int, rounds: int, starts: int) -> bool:
@@ -334,8 +334,8 @@ def main() -> None:
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d-%H%M")
     out = os.path.abspath(args.out or os.path.join(REPO, "bench", "results", f"{stamp}-paired"))
     os.makedirs(out, exist_ok=True)
-    # A table left by an earlier run into the same folder would sit beside
-    # this run's results.tsv if this run is interrupted.
+    # Otherwise an earlier run's table in the same folder would sit beside
+    # the partial results.tsv of an interrupted run.
     if os.path.exists(os.path.join(out, "table.md")):
         os.remove(os.path.join(out, "table.md"))
 
