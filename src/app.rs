@@ -28,10 +28,13 @@ pub enum StartError {
 }
 
 /// Registers the public routes. `main` and the tests use this same table.
-pub fn public_routes(cfg: &mut web::ServiceConfig) {
+/// The session handler holds its own reference to `state`, which spares
+/// each request the search of the application data for it.
+pub fn public_routes(cfg: &mut web::ServiceConfig, state: &web::Data<AppState>) {
+    let state = state.clone();
     cfg.service(crate::ops::get_or_head(
         SESSION_PATH,
-        crate::ops::metrics::timed_maintain_session,
+        move |req: HttpRequest| crate::ops::metrics::timed_maintain_session(req, state.clone()),
     ));
     crate::ops::public_routes(cfg);
 }
@@ -48,14 +51,15 @@ pub fn public_app(
         InitError = (),
     >,
 > {
-    app_with_routes(state, public_routes)
+    let routes_state = state.clone();
+    app_with_routes(state, move |cfg| public_routes(cfg, &routes_state))
 }
 
 /// Builds an application of `routes` with the shared state, the errorModel
 /// middleware and the 404 fallback; both listeners use it.
 pub(crate) fn app_with_routes(
     state: web::Data<AppState>,
-    routes: fn(&mut web::ServiceConfig),
+    routes: impl FnOnce(&mut web::ServiceConfig),
 ) -> App<
     impl ServiceFactory<
         ServiceRequest,
