@@ -14,7 +14,7 @@ use crate::keys::KeyRing;
 use crate::log_limit::LogLimiter;
 use crate::state::AppState;
 use crate::token::{
-    Rejection, TokenPolicy, Verified, append_token, minted_token_len, verify_cached,
+    Rejection, TokenPolicy, ValidToken, append_token, minted_token_len, verify_cached,
 };
 use cookie::SessionCookie;
 use source::{RequestToken, TOKEN_HEADER, TokenSource, read_token};
@@ -27,7 +27,7 @@ const INVALID_BODY: &str = r#"{"valid":false}"#;
 
 /// The outcome of checking the request's token.
 enum Check<'a> {
-    Valid { token: &'a str, verified: Verified },
+    Valid(ValidToken<'a>),
     Invalid { reason: &'static str },
 }
 
@@ -50,7 +50,8 @@ pub async fn maintain_session(
     }
 
     match check {
-        Check::Valid { token, verified } => {
+        Check::Valid(token) => {
+            let verified = &token.verified;
             log::debug!(
                 "outcome=valid source={} kid={}",
                 source.label(),
@@ -58,10 +59,7 @@ pub async fn maintain_session(
             );
             state.metrics.count_valid(&verified.kid);
             let max_age = ((verified.exp - now.timestamp() as f64).floor() as i64).max(1);
-            let cookie = state.cookie.session_cookie(max_age, token.len(), |value| {
-                value.push_str(token);
-                Ok::<(), ApiError>(())
-            })?;
+            let cookie = state.cookie.valid_cookie(max_age, &token);
             session_response(cookie, true, echo)
         }
         Check::Invalid { reason } => {
@@ -126,7 +124,7 @@ fn check_source<'a>(
     let mut first_rejection = None;
     for &token in candidates {
         match verify_cached(token, ring, policy, now) {
-            Ok(verified) => return Check::Valid { token, verified },
+            Ok(valid) => return Check::Valid(valid),
             Err(rejection) => {
                 first_rejection.get_or_insert(rejection);
             }

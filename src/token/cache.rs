@@ -25,16 +25,46 @@ const MAX_CACHED_TOKEN_BYTES: usize = 1024;
 
 /// Verifies `token` as [`super::verify_token`] does, through this thread's
 /// cache.
-pub fn verify_cached(
-    token: &str,
+pub fn verify_cached<'t>(
+    token: &'t str,
     ring: &KeyRing,
     policy: &TokenPolicy,
     now: DateTime<Utc>,
-) -> Result<Verified, Rejection> {
+) -> Result<ValidToken<'t>, Rejection> {
     thread_local! {
         static CACHE: RefCell<VerifyCache> = RefCell::new(VerifyCache::new());
     }
-    CACHE.with_borrow_mut(|cache| cache.verify(token, ring, policy, now))
+    let verified = CACHE.with_borrow_mut(|cache| cache.verify(token, ring, policy, now))?;
+    Ok(ValidToken {
+        text: token,
+        verified,
+    })
+}
+
+/// A token that passed verification, with what verification found.
+///
+/// Verification rejects any byte other than the base64url alphabet and the
+/// dot, and a cache hit needs the exact bytes of a token that passed, so
+/// the text is visible ASCII: it can go into a header without another scan.
+pub struct ValidToken<'t> {
+    text: &'t str,
+    pub verified: Verified,
+}
+
+impl<'t> ValidToken<'t> {
+    /// Returns the token as presented.
+    pub fn text(&self) -> &'t str {
+        self.text
+    }
+}
+
+impl std::fmt::Debug for ValidToken<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ValidToken")
+            .field("text", &"[redacted]")
+            .field("verified", &self.verified)
+            .finish()
+    }
 }
 
 /// One token that verified with the ring of `generation`.
@@ -159,6 +189,19 @@ mod tests {
         assert_eq!(first.kid, second.kid);
         assert_eq!(first.exp, second.exp);
         assert_eq!(cache.slots.iter().flatten().count(), 1);
+    }
+
+    #[test]
+    fn valid_token_text_and_debug() {
+        let ring = ring();
+        let token = minted(&ring);
+
+        let valid = verify_cached(&token, &ring, &policy(), at(NOW)).expect("valid");
+        let debug = format!("{valid:?}");
+
+        assert_eq!(valid.text(), token);
+        assert!(!debug.contains(&token), "{debug}");
+        assert!(debug.contains("[redacted]"), "{debug}");
     }
 
     #[test]

@@ -9,7 +9,7 @@ mod mac;
 mod mint;
 mod verify;
 
-pub use cache::verify_cached;
+pub use cache::{ValidToken, verify_cached};
 pub use mac::{KeyedMac, MAX_TAG_BYTES};
 pub use mint::{MintError, Minted, append_token, mint_token, minted_token_len};
 pub use verify::{Rejection, Verified, verify_token};

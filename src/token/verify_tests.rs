@@ -425,3 +425,28 @@ fn header_not_object_rejected() {
 
     assert_eq!(result.unwrap_err(), Rejection::Malformed);
 }
+
+/// The cookie of a valid token is built without scanning its bytes again
+/// (`ValidToken`), which is sound only while this holds.
+#[test]
+fn foreign_byte_rejected_per_segment() {
+    let token = good();
+    let dots: Vec<usize> = token.match_indices('.').map(|(at, _)| at).collect();
+    let alphabet = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.";
+    for byte in (0..=u8::MAX).filter(|b| !alphabet.contains(b)) {
+        for at in [1, dots[0] + 1, dots[1] + 1] {
+            let mut altered = token.clone().into_bytes();
+            altered[at] = byte;
+            let Ok(altered) = String::from_utf8(altered) else {
+                // Not text, so no caller can present it as a token.
+                continue;
+            };
+
+            assert_eq!(
+                verify(&altered).unwrap_err(),
+                Rejection::Malformed,
+                "byte {byte:#04x} at {at}"
+            );
+        }
+    }
+}
