@@ -16,7 +16,9 @@ even and in reverse order when it is odd, so a steady drift cancels out.
 Each window gives req/s, p99 latency and the server's user and system CPU
 time per request (from /proc). The ratios are taken window by window
 against the ceiling's window of the same round; the summary gives their
-median and quartiles. Every server is started again `--starts` times per
+median and quartiles. The table also gives each server's p99 over all
+its windows of a scenario, from wrk's latency histograms added up, and
+its ratio to the ceiling's. Every server is started again `--starts` times per
 scenario (each start followed by a warm-up), so that where one start lands
 in memory does not decide the result.
 
@@ -44,6 +46,7 @@ only. Needs python3, wrk, taskset, cargo.
 
 import argparse
 import base64
+import collections
 import datetime
 import hashlib
 import hmac
@@ -163,15 +166,14 @@ def children_cpu_secs() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def window(pid: int, port: int, script: str, secs: int, connections: int) -> dict:
+def window(pid: int, port: int, script: str, secs: int, connections: int, latency_file: str) -> dict:
     user0, system0 = cpu_ticks(pid)
     wrk_cpu_before = children_cpu_secs()
     started = time.monotonic()
     command = ["taskset", "-c", "1", "wrk", "-t1", f"-c{connections}", f"-d{secs}s", "--latency"]
-    if script:
-        command += ["-s", script]
-    command.append(f"http://127.0.0.1:{port}{PATH}")
-    run = subprocess.run(command, capture_output=True, text=True, timeout=secs + 30)
+    command += ["-s", script, f"http://127.0.0.1:{port}{PATH}"]
+    env = dict(os.environ, PAIRED_LATENCY_FILE=latency_file)
+    run = subprocess.run(command, capture_output=True, text=True, timeout=secs + 30, env=env)
     if run.returncode != 0:
         sys.exit(f"error: wrk exited with {run.returncode}: {(run.stderr or run.stdout).strip()}")
     out = run.stdout
@@ -195,19 +197,59 @@ def window(pid: int, port: int, script: str, secs: int, connections: int) -> dic
         "system_us": (system1 - system0) * tick_us / requests,
         "errors": errors,
         "wrk_cpu": wrk_cpu,
+        "latency": read_latencies(latency_file),
     }
+
+
+def read_latencies(path: str) -> collections.Counter:
+    """Reads the histogram the wrk script wrote: one line per latency in
+    microseconds, with the number of requests that took it."""
+    counts = collections.Counter()
+    with open(path) as f:
+        for line in f:
+            value, count = line.split()
+            counts[int(value)] += int(count)
+    os.remove(path)
+    return counts
+
+
+def percentile(counts: collections.Counter, share: float) -> int:
+    """Returns the smallest latency that at least `share` of the requests
+    in `counts` did not exceed."""
+    target = share * sum(counts.values())
+    seen = 0
+    for value in sorted(counts):
+        seen += counts[value]
+        if seen >= target:
+            return value
+    raise ValueError("no latency recorded")
+
+
+# wrk calls `done` once at the end of a run. `latency(i)` is the i-th
+# distinct latency recorded, in microseconds, and how many requests took it.
+LATENCY_HISTOGRAM_LUA = """
+function done(summary, latency, requests)
+  local f = assert(io.open(os.getenv("PAIRED_LATENCY_FILE"), "w"))
+  for i = 1, #latency do
+    local value, count = latency(i)
+    f:write(string.format("%d %d\\n", value, count))
+  end
+  f:close()
+end
+"""
 
 
 def write_script(folder: str, name: str, header: str, value: str, pace_ms: int) -> str:
     """Writes a wrk script, mode 0600, that adds one request header unless
-    `header` is empty, and waits `pace_ms` before each request when it is
-    not 0."""
+    `header` is empty, waits `pace_ms` before each request when it is not
+    0, and writes the latency histogram to $PAIRED_LATENCY_FILE."""
     path = os.path.join(folder, f"{name}.lua")
     with open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as f:
         if header:
             f.write(f"wrk.headers[{json.dumps(header)}] = {json.dumps(value)}\n")
         if pace_ms:
             f.write(f"function delay() return {pace_ms} end\n")
+        f.write(LATENCY_HISTOGRAM_LUA)
     return path
 
 
@@ -256,8 +298,9 @@ def starts_at(round_index: int, rounds: int, starts: int) -> bool:
 def summarise(rows: list, names: list, scenarios: list) -> list:
     lines = [
         "| server | scenario | req/s median | CPU us/req median (user+sys) | req/s vs ceiling "
-        "| CPU/req ceiling/server | p99 ms median | p99 vs ceiling | wrk CPU median | errors |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| CPU/req ceiling/server | p99 ms median | p99 vs ceiling | p99 ms, all windows "
+        "| all-window p99 vs ceiling | wrk CPU median | errors |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for scenario in scenarios:
         by_round = {}
@@ -271,12 +314,15 @@ def summarise(rows: list, names: list, scenarios: list) -> list:
             rps_ratio = [m["rps"] / b["rps"] for m, b in zip(mine, base)]
             cpu_ratio = [(b["user_us"] + b["system_us"]) / c for b, c in zip(base, cpu) if c > 0]
             p99_ratio = [m["p99_ms"] / b["p99_ms"] for m, b in zip(mine, base)]
+            pooled = percentile(sum((m["latency"] for m in mine), collections.Counter()), 0.99)
+            pooled_base = percentile(sum((b["latency"] for b in base), collections.Counter()), 0.99)
             lines.append(
                 f"| {name} | {scenario} | {statistics.median(m['rps'] for m in mine):,.0f} "
                 f"| {statistics.median(cpu):.2f} ({statistics.median(m['user_us'] for m in mine):.2f}"
                 f"+{statistics.median(m['system_us'] for m in mine):.2f}) | {quartiles(rps_ratio)} "
                 f"| {quartiles(cpu_ratio)} | {statistics.median(m['p99_ms'] for m in mine):.3f} "
-                f"| {quartiles(p99_ratio)} | {statistics.median(m['wrk_cpu'] for m in mine):.0%} "
+                f"| {quartiles(p99_ratio)} | {pooled / 1000:.3f} | {pooled / pooled_base:.3f} "
+                f"| {statistics.median(m['wrk_cpu'] for m in mine):.0%} "
                 f"| {sum(m['errors'] for m in mine)} |"
             )
     return lines
@@ -362,7 +408,8 @@ def main() -> None:
             "cookie": ("Cookie", f"session_token-store={token}"),
             "header": ("X-CC-Session-Token", token),
         }
-        scripts = {"none": write_script(private, "none", "", "", args.pace_ms) if args.pace_ms else ""}
+        latency_file = os.path.join(private, "latency.txt")
+        scripts = {"none": write_script(private, "none", "", "", args.pace_ms)}
         for scenario, (header, value) in fields.items():
             scripts[scenario] = write_script(private, scenario, header, value, args.pace_ms)
 
@@ -398,10 +445,10 @@ def main() -> None:
                     stop_all(processes)
                     running = start_all()
                     for name, pid, port in running:
-                        window(pid, port, scripts[scenario], args.warmup, args.connections)
+                        window(pid, port, scripts[scenario], args.warmup, args.connections, latency_file)
                 order = running if r % 2 == 0 else running[::-1]
                 for name, pid, port in order:
-                    result = window(pid, port, scripts[scenario], args.secs, args.connections)
+                    result = window(pid, port, scripts[scenario], args.secs, args.connections, latency_file)
                     row = {"scenario": scenario, "round": r, "server": name, **result}
                     rows.append(row)
                     table.write("\t".join(str(row[c]) for c in columns) + "\n")
