@@ -12,6 +12,9 @@ use crate::token::ValidToken;
 /// Name of the session cookie.
 pub const COOKIE_NAME: &str = "session_token-store";
 
+/// Offset of the token in a `Set-Cookie` value, after the name and `=`.
+const TOKEN_START: usize = COOKIE_NAME.len() + 1;
+
 /// The `SameSite` attribute (RFC 6265bis).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SameSite {
@@ -78,65 +81,60 @@ impl CookieSettings {
         token_len: usize,
         write_token: impl FnOnce(&mut String) -> Result<(), E>,
     ) -> Result<SessionCookie, E> {
-        self.build(max_age_secs, token_len, write_token, true)
-    }
-
-    /// Builds the cookie that keeps a verified token, kept for
-    /// `max_age_secs`. The token's bytes are known to be visible ASCII, so
-    /// they are copied without a scan.
-    pub fn valid_cookie(&self, max_age_secs: i64, token: &ValidToken<'_>) -> SessionCookie {
-        let text = token.text();
-        let written = self.build(
-            max_age_secs,
-            text.len(),
-            |value| {
-                value.push_str(text);
-                Ok::<(), Infallible>(())
-            },
-            false,
-        );
-        match written {
-            Ok(cookie) => cookie,
-            Err(never) => match never {},
-        }
-    }
-
-    /// Builds the value around what `write_token` appends. With `scan`
-    /// false the caller vouches for those bytes; debug builds check them
-    /// all the same.
-    fn build<E>(
-        &self,
-        max_age_secs: i64,
-        token_len: usize,
-        write_token: impl FnOnce(&mut String) -> Result<(), E>,
-        scan: bool,
-    ) -> Result<SessionCookie, E> {
-        let mut max_age = itoa::Buffer::new();
-        let max_age = max_age.format(max_age_secs);
-        let mut value = String::with_capacity(
-            COOKIE_NAME.len() + 1 + token_len + self.attributes.len() + max_age.len(),
-        );
-        value.push_str(COOKIE_NAME);
-        value.push('=');
-        let start = value.len();
-        write_token(&mut value)?;
-        // The whole value so far is checked, not only the token, because
-        // `write_token` could change what precedes it as well.
-        let written_safe = if scan {
-            value.len() >= start && header_safe(value.as_bytes())
-        } else {
-            debug_assert!(header_safe(value.as_bytes()));
-            true
-        };
-        let header_safe = self.attributes_header_safe && written_safe;
-        let token = start.min(value.len())..value.len();
-        value.push_str(&self.attributes);
-        value.push_str(max_age);
+        let (value, token) = self.assemble(max_age_secs, token_len, write_token)?;
+        // The name is checked with the token, because `write_token` could
+        // change what precedes the token as well.
+        let written = &value.as_bytes()[..token.end];
+        let header_safe =
+            self.attributes_header_safe && token.start == TOKEN_START && header_safe(written);
         Ok(SessionCookie {
             value: Bytes::from(value),
             token,
             header_safe,
         })
+    }
+
+    /// Builds the cookie for a verified token, with `Max-Age` set to
+    /// `max_age_secs`. A [`ValidToken`] has only base64url bytes and dots,
+    /// so the token is copied without a scan.
+    pub fn valid_cookie(&self, max_age_secs: i64, token: &ValidToken<'_>) -> SessionCookie {
+        let text = token.text();
+        let assembled = self.assemble(max_age_secs, text.len(), |value| {
+            value.push_str(text);
+            Ok::<(), Infallible>(())
+        });
+        let (value, token) = match assembled {
+            Ok(parts) => parts,
+            Err(never) => match never {},
+        };
+        debug_assert!(header_safe(&value.as_bytes()[..token.end]));
+        SessionCookie {
+            value: Bytes::from(value),
+            token,
+            header_safe: self.attributes_header_safe,
+        }
+    }
+
+    /// Writes the cookie name, what `write_token` appends, the attributes
+    /// and `Max-Age` into one allocation. Returns the value and the range
+    /// that `write_token` wrote.
+    fn assemble<E>(
+        &self,
+        max_age_secs: i64,
+        token_len: usize,
+        write_token: impl FnOnce(&mut String) -> Result<(), E>,
+    ) -> Result<(String, Range<usize>), E> {
+        let mut max_age = itoa::Buffer::new();
+        let max_age = max_age.format(max_age_secs);
+        let mut value =
+            String::with_capacity(TOKEN_START + token_len + self.attributes.len() + max_age.len());
+        value.push_str(COOKIE_NAME);
+        value.push('=');
+        write_token(&mut value)?;
+        let token = TOKEN_START.min(value.len())..value.len();
+        value.push_str(&self.attributes);
+        value.push_str(max_age);
+        Ok((value, token))
     }
 }
 
@@ -170,14 +168,15 @@ impl SessionCookie {
 }
 
 /// Wraps `bytes` as a header value without testing each byte again, or
-/// returns `None` unless [`header_safe`] passed them (`header_safe`).
+/// returns `None` unless they are known to be valid there (`header_safe`).
 #[allow(unsafe_code)]
 fn checked_header_value(header_safe: bool, bytes: Bytes) -> Option<HeaderValue> {
     if !header_safe {
         return None;
     }
     // SAFETY: every byte passed `header_safe`, which is the test
-    // `HeaderValue` applies. Debug builds of `http` test the bytes again.
+    // `HeaderValue` applies, or belongs to a `ValidToken`, whose bytes are
+    // base64url or dots. Debug builds of `http` test the bytes again.
     Some(unsafe { HeaderValue::from_maybe_shared_unchecked(bytes) })
 }
 

@@ -113,8 +113,8 @@ fn cookie_source(headers: &HeaderMap) -> TokenSource<'_> {
 
 /// Returns `bytes` as text when each is visible ASCII or tab, the test of
 /// `HeaderValue::to_str`. With no early exit, the compiler can test many
-/// bytes per instruction, where `to_str` branches on each; and the bytes
-/// are not read again to check them as UTF-8.
+/// bytes per instruction, where `to_str` branches on each. ASCII is valid
+/// UTF-8, so the bytes are read once.
 #[allow(unsafe_code)]
 fn visible_ascii(bytes: &[u8]) -> Option<&str> {
     let visible = bytes.iter().fold(true, |visible, &b| {

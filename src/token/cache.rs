@@ -41,11 +41,13 @@ pub fn verify_cached<'t>(
     })
 }
 
-/// A token that passed verification, with what verification found.
+/// A token that passed verification, with what verification found. Only
+/// [`verify_cached`] creates one.
 ///
 /// Verification rejects any byte other than the base64url alphabet and the
-/// dot, and a cache hit needs the exact bytes of a token that passed, so
-/// the text is visible ASCII: it can go into a header without another scan.
+/// dot, and a cache hit needs the exact bytes of a token that passed. So
+/// the text is visible ASCII. The `unsafe` call that wraps the session
+/// cookie as a header value relies on this without scanning it again.
 pub struct ValidToken<'t> {
     text: &'t str,
     pub verified: Verified,
