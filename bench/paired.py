@@ -18,7 +18,9 @@ time per request (from /proc). The ratios are taken window by window
 against the ceiling's window of the same round; the summary gives their
 median and quartiles. The table also gives each server's p99 over all
 its windows of a scenario, from wrk's latency histograms added up, and
-its ratio to the ceiling's. Every server is started again `--starts` times per
+its ratio to the ceiling's. That p99 weights each window by the requests
+it served, and it exists only in table.md, so an interrupted run has
+none. Every server is started again `--starts` times per
 scenario (each start followed by a warm-up), so that where one start lands
 in memory does not decide the result.
 
@@ -213,16 +215,17 @@ def read_latencies(path: str) -> collections.Counter:
     return counts
 
 
-def percentile(counts: collections.Counter, share: float) -> int:
+def percentile(counts: collections.Counter, share: float):
     """Returns the smallest latency that at least `share` of the requests
-    in `counts` did not exceed."""
+    in `counts` did not exceed, or None when `counts` is empty. wrk rounds
+    the rank differently, by at most one request."""
     target = share * sum(counts.values())
     seen = 0
     for value in sorted(counts):
         seen += counts[value]
         if seen >= target:
             return value
-    raise ValueError("no latency recorded")
+    return None
 
 
 # wrk calls `done` once at the end of a run. `latency(i)` is the i-th
@@ -316,12 +319,16 @@ def summarise(rows: list, names: list, scenarios: list) -> list:
             p99_ratio = [m["p99_ms"] / b["p99_ms"] for m, b in zip(mine, base)]
             pooled = percentile(sum((m["latency"] for m in mine), collections.Counter()), 0.99)
             pooled_base = percentile(sum((b["latency"] for b in base), collections.Counter()), 0.99)
+            if pooled is None or not pooled_base:
+                pooled_text = "n/a | n/a"
+            else:
+                pooled_text = f"{pooled / 1000:.3f} | {pooled / pooled_base:.3f}"
             lines.append(
                 f"| {name} | {scenario} | {statistics.median(m['rps'] for m in mine):,.0f} "
                 f"| {statistics.median(cpu):.2f} ({statistics.median(m['user_us'] for m in mine):.2f}"
                 f"+{statistics.median(m['system_us'] for m in mine):.2f}) | {quartiles(rps_ratio)} "
                 f"| {quartiles(cpu_ratio)} | {statistics.median(m['p99_ms'] for m in mine):.3f} "
-                f"| {quartiles(p99_ratio)} | {pooled / 1000:.3f} | {pooled / pooled_base:.3f} "
+                f"| {quartiles(p99_ratio)} | {pooled_text} "
                 f"| {statistics.median(m['wrk_cpu'] for m in mine):.0%} "
                 f"| {sum(m['errors'] for m in mine)} |"
             )
@@ -475,7 +482,8 @@ def main() -> None:
         f"{args.starts} starts of each server per scenario, {args.connections} connections"
         + (f", {args.pace_ms} ms before each request" if args.pace_ms else "")
         + "; "
-        "ratios are per round against the ceiling, median (quartiles)"
+        "ratios are per round against the ceiling, median (quartiles), "
+        "except the all-window p99 ratio, which is a single figure"
     )
     summary = "\n".join([heading, "", *binaries, "", *summarise(rows, names, scenarios)])
     with open(os.path.join(out, "table.md"), "w") as f:
