@@ -13,7 +13,10 @@ fn main() -> ExitCode {
         return ExitCode::from(2);
     }
     let cli = Cli::parse();
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    if let Err(e) = sessiond::log_limit::init_logger("info") {
+        eprintln!("error: cannot set up logging: {e}");
+        return ExitCode::from(2);
+    }
 
     match cli.command {
         Some(Command::Keys { command }) => {

@@ -6,7 +6,7 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use common::tokens::{claims_at, craft, valid_token, write_key};
@@ -305,6 +305,28 @@ fn raw_exchange(server: &TestServer, request: &str) -> String {
 fn split_response(raw: &str) -> (String, String) {
     let (head, body) = raw.split_once("\r\n\r\n").expect("a header section");
     (head.to_ascii_lowercase(), body.to_owned())
+}
+
+#[test]
+fn parser_rejections_logged_once_a_second() {
+    let server = TestServer::start();
+    let request = format!("GET {PATH} HTTP/1.1\r\nHost: 127.0.0.1\r\nCookie: a=\x7f\r\n\r\n");
+
+    let started = Instant::now();
+    for _ in 0..40 {
+        let response = raw_exchange(&server, &request);
+        assert!(response.starts_with("HTTP/1.1 400"), "{response}");
+    }
+    let elapsed = started.elapsed();
+
+    assert!(server.wait_for_log("stream error", LOG_WAIT));
+    // Lines of the last requests, if any were let through, arrive meanwhile.
+    std::thread::sleep(Duration::from_millis(300));
+    let lines = server.logs().matches("stream error").count() as u64;
+    assert!(
+        lines <= elapsed.as_secs() + 2,
+        "{lines} lines for 40 rejected requests in {elapsed:?}"
+    );
 }
 
 #[test]
