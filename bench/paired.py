@@ -369,7 +369,7 @@ def main() -> None:
     if len(set(scenarios)) != len(scenarios):
         parser.error(f"--scenarios {args.scenarios} names a scenario twice")
     if not os.access(args.bin, os.X_OK):
-        parser.error(f"{args.bin} is not an executable: build it or pass --bin")
+        parser.error(f"{args.bin} is not an executable: build it (cargo build --release) or name another with --bin")
     extras = []
     for extra in args.extra:
         name, _, path = extra.partition("=")
