@@ -217,8 +217,9 @@ def read_latencies(path: str) -> collections.Counter:
 
 def percentile(counts: collections.Counter, share: float):
     """Returns the smallest latency that at least `share` of the requests
-    in `counts` did not exceed, or None when `counts` is empty. wrk rounds
-    the rank differently, by at most one request."""
+    in `counts` did not exceed, or None when `counts` is empty. wrk's own
+    p99 comes from the same histogram, so the two can differ only in how
+    the rank is rounded (an estimate: wrk's rounding was not checked)."""
     target = share * sum(counts.values())
     seen = 0
     for value in sorted(counts):

@@ -14,7 +14,7 @@ fn main() -> ExitCode {
     }
     let cli = Cli::parse();
     if let Err(e) = sessiond::log_limit::init_logger("info") {
-        eprintln!("error: cannot set up logging: {e}");
+        eprintln!("error: logging setup failed: {e}");
         return ExitCode::from(2);
     }
 
