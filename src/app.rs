@@ -2,16 +2,22 @@
 //! the tests share, and the background tasks (folder polling, signals).
 
 use std::net::{SocketAddr, TcpListener};
+use std::rc::Rc;
 use std::sync::Arc;
 
 use actix_web::body::MessageBody;
-use actix_web::dev::{Server, ServerHandle, ServiceFactory, ServiceRequest, ServiceResponse};
+use actix_web::dev::{
+    HttpServiceFactory, Server, ServerHandle, ServiceFactory, ServiceRequest, ServiceResponse,
+    fn_service,
+};
+use actix_web::http::Method;
 use actix_web::{App, HttpRequest, HttpResponse, HttpServer, ResponseError, web};
 
 use crate::config::Config;
 use crate::error::{ApiError, error_model_middleware};
 use crate::keys::live::{LiveRing, ReloadOutcome, log_failure};
 use crate::keys::store::{self, StoreError};
+use crate::ops::metrics::timed_maintain_session;
 use crate::session::SESSION_PATH;
 use crate::state::{AppState, Clock};
 
@@ -28,15 +34,36 @@ pub enum StartError {
 }
 
 /// Registers the public routes. `main` and the tests use this same table.
-/// The session handler holds its own reference to `state`, which spares
-/// each request the search of the application data for it.
 pub fn public_routes(cfg: &mut web::ServiceConfig, state: &web::Data<AppState>) {
-    let state = state.clone();
-    cfg.service(crate::ops::get_or_head(
-        SESSION_PATH,
-        move |req: HttpRequest| crate::ops::metrics::timed_maintain_session(req, state.clone()),
-    ));
+    cfg.service(session_service(state));
     crate::ops::public_routes(cfg);
+}
+
+/// The session endpoint as a plain service rather than a route with a
+/// handler: it reads the request itself and tests the method once, which
+/// spares each request the route's guard, the extractor and the responder
+/// conversions. It serves GET and HEAD and answers every other method with
+/// 405 and `Allow: GET, HEAD`, as the other routes do.
+///
+/// The application is built once per worker thread, so the state is held
+/// in an `Rc` and a request takes a reference without an atomic count.
+fn session_service(state: &web::Data<AppState>) -> impl HttpServiceFactory + 'static {
+    let state = Rc::new(state.clone());
+    web::service(SESSION_PATH).finish(fn_service(move |req: ServiceRequest| {
+        let state = Rc::clone(&state);
+        async move {
+            let (req, _payload) = req.into_parts();
+            let method = req.method();
+            let response = if method == Method::GET || method == Method::HEAD {
+                timed_maintain_session(&req, &state)
+                    .await
+                    .unwrap_or_else(|error| error.error_response())
+            } else {
+                ApiError::method_not_allowed("GET, HEAD").error_response()
+            };
+            Ok::<_, actix_web::Error>(ServiceResponse::new(req, response))
+        }
+    }))
 }
 
 /// Builds the public application: routes, errorModel middleware, 404 fallback.

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use actix_web::{HttpRequest, HttpResponse, web};
+use actix_web::{HttpRequest, HttpResponse};
 use arc_swap::ArcSwap;
 
 use crate::error::{ApiError, ErrorCode};
@@ -284,11 +284,11 @@ impl LatencyHistogram {
 
 /// Runs the session endpoint and records its latency and failures.
 pub async fn timed_maintain_session(
-    req: HttpRequest,
-    state: web::Data<AppState>,
+    req: &HttpRequest,
+    state: &AppState,
 ) -> Result<HttpResponse, ApiError> {
     let started = Instant::now();
-    let result = maintain_session(&req, &state).await;
+    let result = maintain_session(req, state).await;
     state.metrics.observe_request(&result, started.elapsed());
     result
 }
