@@ -39,10 +39,10 @@ pub fn public_routes(cfg: &mut web::ServiceConfig, state: &web::Data<AppState>) 
     crate::ops::public_routes(cfg);
 }
 
-/// The session endpoint as a plain service rather than a route with a
+/// Builds the session endpoint as a plain service rather than a route with a
 /// handler: it reads the request itself and tests the method once, which
 /// spares each request the route's guard, the extractor and the responder
-/// conversions. It serves GET and HEAD and answers every other method with
+/// conversions. It serves GET and HEAD and rejects every other method with
 /// 405 and `Allow: GET, HEAD`, as the other routes do.
 ///
 /// The application is built once per worker thread, so the state is held
