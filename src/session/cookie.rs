@@ -233,7 +233,7 @@ mod tests {
         let ring = ring();
         let signer = ring.signing_key(at(NOW)).expect("a signing key");
         let token = mint_token(signer, &policy(), at(NOW)).expect("mints").token;
-        let valid = verify_cached(&token, &ring, &policy(), at(NOW)).expect("valid");
+        let valid = verify_cached(token.as_bytes(), &ring, &policy(), at(NOW)).expect("valid");
         let settings = CookieSettings::new(true, SameSite::Lax, Some("shop.example".into()));
 
         let cookie = settings.valid_cookie(120, &valid);

@@ -111,8 +111,12 @@ fn check_source<'a>(
     policy: &TokenPolicy,
     now: DateTime<Utc>,
 ) -> Check<'a> {
-    let candidates: &[&'a str] = match source {
-        TokenSource::Header(token) => std::slice::from_ref(token),
+    let header: [&'a [u8]; 1];
+    let candidates: &[&'a [u8]] = match source {
+        TokenSource::Header(token) => {
+            header = [token.as_bytes()];
+            &header
+        }
         TokenSource::Cookies(tokens) => tokens.as_slice(),
         TokenSource::AmbiguousHeader => {
             return Check::Invalid {

@@ -14,33 +14,33 @@ pub static TOKEN_HEADER: HeaderName = HeaderName::from_static("x-cc-session-toke
 /// a browser's and gets no more work.
 pub const MAX_COOKIE_CANDIDATES: usize = 8;
 
-/// The token candidates of one request.
-#[derive(Debug, PartialEq, Eq)]
+/// The token candidates of one request. `Debug` shows no token.
+#[derive(PartialEq, Eq)]
 pub enum TokenSource<'a> {
     /// One `X-CC-Session-Token` field with a non-blank value, trimmed.
     Header(&'a str),
     /// Several `X-CC-Session-Token` fields, or a value that is not visible
     /// ASCII: never guessed at, so the session is renewed.
     AmbiguousHeader,
-    /// Values of `session_token-store` cookies, in request order (at most
-    /// [`MAX_COOKIE_CANDIDATES`]).
+    /// Values of `session_token-store` cookies as sent, in request order
+    /// (at most [`MAX_COOKIE_CANDIDATES`]). Verification checks their bytes.
     Cookies(CookieCandidates<'a>),
     /// No token at all.
     Absent,
 }
 
 /// Up to [`MAX_COOKIE_CANDIDATES`] cookie values, kept on the stack.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(PartialEq, Eq)]
 pub struct CookieCandidates<'a> {
-    values: [&'a str; MAX_COOKIE_CANDIDATES],
+    values: [&'a [u8]; MAX_COOKIE_CANDIDATES],
     len: usize,
 }
 
 impl<'a> CookieCandidates<'a> {
     /// Takes the first [`MAX_COOKIE_CANDIDATES`] values of `values`.
-    fn collect(values: impl Iterator<Item = &'a str>) -> Self {
+    fn collect(values: impl Iterator<Item = &'a [u8]>) -> Self {
         let mut candidates = CookieCandidates {
-            values: [""; MAX_COOKIE_CANDIDATES],
+            values: [b""; MAX_COOKIE_CANDIDATES],
             len: 0,
         };
         for (slot, value) in candidates.values.iter_mut().zip(values) {
@@ -50,8 +50,25 @@ impl<'a> CookieCandidates<'a> {
         candidates
     }
 
-    pub fn as_slice(&self) -> &[&'a str] {
+    pub fn as_slice(&self) -> &[&'a [u8]] {
         &self.values[..self.len]
+    }
+}
+
+impl std::fmt::Debug for CookieCandidates<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "CookieCandidates({} redacted)", self.len)
+    }
+}
+
+impl std::fmt::Debug for TokenSource<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Header(_) => f.write_str("Header([redacted])"),
+            Self::AmbiguousHeader => f.write_str("AmbiguousHeader"),
+            Self::Cookies(candidates) => write!(f, "Cookies({candidates:?})"),
+            Self::Absent => f.write_str("Absent"),
+        }
     }
 }
 
@@ -127,8 +144,10 @@ fn visible_ascii(bytes: &[u8]) -> Option<&str> {
 /// Values of every `session_token-store` cookie in every `Cookie` field.
 /// A pair that cannot be read is skipped, so one broken cookie beside ours
 /// does not end the session. One pair of double quotes is removed (RFC 6265
-/// allows quoted values); percent-encoding is left as it is.
-fn cookie_values(headers: &HeaderMap) -> impl Iterator<Item = &str> {
+/// allows quoted values); percent-encoding is left as it is. The bytes are
+/// not checked for UTF-8 here, because verification rejects any byte a
+/// token cannot contain.
+fn cookie_values(headers: &HeaderMap) -> impl Iterator<Item = &[u8]> {
     headers
         .get_all(header::COOKIE)
         .flat_map(|field| cookie_pairs(field.as_bytes()))
@@ -143,7 +162,7 @@ fn cookie_values(headers: &HeaderMap) -> impl Iterator<Item = &str> {
                 [b'"', inner @ .., b'"'] => inner,
                 other => other,
             };
-            std::str::from_utf8(value).ok().filter(|v| !v.is_empty())
+            (!value.is_empty()).then_some(value)
         })
 }
 
@@ -173,10 +192,14 @@ mod tests {
 
     use super::*;
 
-    /// Returns the cookie values found; panics on any other source.
-    fn cookies<'a>(source: &'a TokenSource<'a>) -> &'a [&'a str] {
+    /// Returns the cookie values found as text; panics on any other source.
+    fn cookies<'a>(source: &TokenSource<'a>) -> Vec<&'a str> {
         match source {
-            TokenSource::Cookies(candidates) => candidates.as_slice(),
+            TokenSource::Cookies(candidates) => candidates
+                .as_slice()
+                .iter()
+                .map(|value| std::str::from_utf8(value).expect("UTF-8 cookie value"))
+                .collect(),
             other => panic!("cookies expected, found {other:?}"),
         }
     }
@@ -331,6 +354,32 @@ mod tests {
         let map = headers(&[("cookie", many.as_bytes())]);
 
         assert_eq!(cookies(&token_source(&map)).len(), MAX_COOKIE_CANDIDATES);
+    }
+
+    #[test]
+    fn non_utf8_cookie_kept_as_bytes() {
+        let map = headers(&[(
+            "cookie",
+            b"session_token-store=\xff\xfe; session_token-store=t",
+        )]);
+        let source = token_source(&map);
+
+        let TokenSource::Cookies(candidates) = &source else {
+            panic!("cookies expected, found {source:?}");
+        };
+        assert_eq!(candidates.as_slice(), [&b"\xff\xfe"[..], b"t"]);
+    }
+
+    #[test]
+    fn debug_shows_no_token() {
+        let map = headers(&[("cookie", b"session_token-store=secret-token")]);
+        let header = headers(&[("x-cc-session-token", b"secret-token")]);
+
+        let cookie_debug = format!("{:?}", token_source(&map));
+        let header_debug = format!("{:?}", token_source(&header));
+
+        assert_eq!(cookie_debug, "Cookies(CookieCandidates(1 redacted))");
+        assert_eq!(header_debug, "Header([redacted])");
     }
 
     #[test]

@@ -24,9 +24,12 @@ const SLOTS: usize = 1024;
 const MAX_CACHED_TOKEN_BYTES: usize = 1024;
 
 /// Verifies `token` as [`super::verify_token`] does, through this thread's
-/// cache.
+/// cache. The token is taken as bytes, as a request carries it: a token
+/// found in the cache needs no further test, and any other is rejected as
+/// malformed unless it is UTF-8.
+#[allow(unsafe_code)]
 pub fn verify_cached<'t>(
-    token: &'t str,
+    token: &'t [u8],
     ring: &KeyRing,
     policy: &TokenPolicy,
     now: DateTime<Utc>,
@@ -35,10 +38,11 @@ pub fn verify_cached<'t>(
         static CACHE: RefCell<VerifyCache> = RefCell::new(VerifyCache::new());
     }
     let verified = CACHE.with_borrow_mut(|cache| cache.verify(token, ring, policy, now))?;
-    Ok(ValidToken {
-        text: token,
-        verified,
-    })
+    // SAFETY: the bytes passed verification, or equal those of a token
+    // that did. Verification admits only base64url bytes and dots, which
+    // are ASCII, and ASCII is valid UTF-8.
+    let text = unsafe { std::str::from_utf8_unchecked(token) };
+    Ok(ValidToken { text, verified })
 }
 
 /// A token that passed verification, with what verification found. Only
@@ -103,13 +107,13 @@ impl VerifyCache {
     /// else verifies the token in full and stores it when it is valid.
     pub(super) fn verify(
         &mut self,
-        token: &str,
+        token: &[u8],
         ring: &KeyRing,
         policy: &TokenPolicy,
         now: DateTime<Utc>,
     ) -> Result<Verified, Rejection> {
-        let Some(slot) = self.slot_of(token.as_bytes()) else {
-            return super::verify_token(token, ring, policy, now);
+        let Some(slot) = self.slot_of(token) else {
+            return super::verify_token(token_text(token, policy)?, ring, policy, now);
         };
         if self.policy.as_ref() != Some(policy) {
             self.slots.iter_mut().for_each(|entry| *entry = None);
@@ -118,20 +122,21 @@ impl VerifyCache {
 
         if let Some(entry) = &self.slots[slot]
             && entry.generation == ring.generation()
-            && same_bytes(&entry.token, token.as_bytes())
+            && same_bytes(&entry.token, token)
             && entry.validity.holds_at(policy, now)
         {
             return Ok(entry.verified.clone());
         }
 
-        let (verified, validity) = verify_with_validity(token, ring, policy, now)?;
+        let (verified, validity) =
+            verify_with_validity(token_text(token, policy)?, ring, policy, now)?;
         // A buffer of the same length is reused rather than allocated again.
         let stored = match self.slots[slot].take() {
             Some(Entry { token: mut old, .. }) if old.len() == token.len() => {
-                old.copy_from_slice(token.as_bytes());
+                old.copy_from_slice(token);
                 old
             }
-            _ => Box::from(token.as_bytes()),
+            _ => Box::from(token),
         };
         self.slots[slot] = Some(Entry {
             token: stored,
@@ -153,6 +158,16 @@ impl VerifyCache {
         let mixed = (u64::from_le_bytes(tail) ^ self.seed).wrapping_mul(0x9e37_79b9_7f4a_7c15);
         Some((mixed >> (64 - SLOTS.trailing_zeros())) as usize)
     }
+}
+
+/// Returns `token` as text for full verification. A token longer than the
+/// policy allows is rejected as oversize before its bytes are read, as
+/// verification does, and one that is not UTF-8 as malformed.
+fn token_text<'t>(token: &'t [u8], policy: &TokenPolicy) -> Result<&'t str, Rejection> {
+    if token.len() > policy.max_token_bytes {
+        return Err(Rejection::Oversize);
+    }
+    std::str::from_utf8(token).map_err(|_| Rejection::Malformed)
 }
 
 /// Compares two tokens in time that depends only on their lengths. Every
@@ -182,10 +197,10 @@ mod tests {
         let mut cache = VerifyCache::new();
 
         let first = cache
-            .verify(&token, &ring, &policy(), at(NOW))
+            .verify(token.as_bytes(), &ring, &policy(), at(NOW))
             .expect("valid");
         let second = cache
-            .verify(&token, &ring, &policy(), at(NOW))
+            .verify(token.as_bytes(), &ring, &policy(), at(NOW))
             .expect("valid");
 
         assert_eq!(first.kid, second.kid);
@@ -198,7 +213,7 @@ mod tests {
         let ring = ring();
         let token = minted(&ring);
 
-        let valid = verify_cached(&token, &ring, &policy(), at(NOW)).expect("valid");
+        let valid = verify_cached(token.as_bytes(), &ring, &policy(), at(NOW)).expect("valid");
         let debug = format!("{valid:?}");
 
         assert_eq!(valid.text(), token);
@@ -214,9 +229,9 @@ mod tests {
         let later = at(NOW) + Duration::seconds(policy().ttl_secs + policy().leeway_secs);
 
         cache
-            .verify(&token, &ring, &policy(), at(NOW))
+            .verify(token.as_bytes(), &ring, &policy(), at(NOW))
             .expect("valid");
-        let result = cache.verify(&token, &ring, &policy(), later);
+        let result = cache.verify(token.as_bytes(), &ring, &policy(), later);
 
         assert_eq!(result.unwrap_err(), Rejection::Expired);
     }
@@ -229,9 +244,9 @@ mod tests {
         let earlier = at(NOW) - Duration::seconds(policy().leeway_secs + 1);
 
         cache
-            .verify(&token, &ring, &policy(), at(NOW))
+            .verify(token.as_bytes(), &ring, &policy(), at(NOW))
             .expect("valid");
-        let result = cache.verify(&token, &ring, &policy(), earlier);
+        let result = cache.verify(token.as_bytes(), &ring, &policy(), earlier);
 
         assert_eq!(result.unwrap_err(), Rejection::NotYetValid);
     }
@@ -245,9 +260,9 @@ mod tests {
         let mut cache = VerifyCache::new();
 
         cache
-            .verify(&token, &ring, &policy(), at(NOW))
+            .verify(token.as_bytes(), &ring, &policy(), at(NOW))
             .expect("valid");
-        let result = cache.verify(&token, &ring, &policy(), at(NOW + 10));
+        let result = cache.verify(token.as_bytes(), &ring, &policy(), at(NOW + 10));
 
         assert_eq!(result.unwrap_err(), Rejection::RetiredKid);
     }
@@ -260,9 +275,9 @@ mod tests {
         let mut cache = VerifyCache::new();
 
         cache
-            .verify(&token, &old_ring, &policy(), at(NOW))
+            .verify(token.as_bytes(), &old_ring, &policy(), at(NOW))
             .expect("valid");
-        let result = cache.verify(&token, &other_secret, &policy(), at(NOW));
+        let result = cache.verify(token.as_bytes(), &other_secret, &policy(), at(NOW));
 
         assert_eq!(result.unwrap_err(), Rejection::BadSignature);
     }
@@ -278,9 +293,9 @@ mod tests {
         let forged = format!("{header}.eyJmb3JnZWQiOnRydWV9.{signature}");
 
         cache
-            .verify(&token, &ring, &policy(), at(NOW))
+            .verify(token.as_bytes(), &ring, &policy(), at(NOW))
             .expect("valid");
-        let result = cache.verify(&forged, &ring, &policy(), at(NOW));
+        let result = cache.verify(forged.as_bytes(), &ring, &policy(), at(NOW));
 
         assert_eq!(
             cache.slot_of(forged.as_bytes()),
@@ -302,17 +317,17 @@ mod tests {
         short_lifetime.max_lifetime_secs = 60;
 
         cache
-            .verify(&token, &ring, &policy(), at(NOW))
+            .verify(token.as_bytes(), &ring, &policy(), at(NOW))
             .expect("valid");
-        let issuer = cache.verify(&token, &ring, &other_issuer, at(NOW));
+        let issuer = cache.verify(token.as_bytes(), &ring, &other_issuer, at(NOW));
         cache
-            .verify(&token, &ring, &policy(), at(NOW))
+            .verify(token.as_bytes(), &ring, &policy(), at(NOW))
             .expect("valid");
-        let length = cache.verify(&token, &ring, &short_tokens, at(NOW));
+        let length = cache.verify(token.as_bytes(), &ring, &short_tokens, at(NOW));
         cache
-            .verify(&token, &ring, &policy(), at(NOW))
+            .verify(token.as_bytes(), &ring, &policy(), at(NOW))
             .expect("valid");
-        let lifetime = cache.verify(&token, &ring, &short_lifetime, at(NOW));
+        let lifetime = cache.verify(token.as_bytes(), &ring, &short_lifetime, at(NOW));
 
         assert_eq!(issuer.unwrap_err(), Rejection::WrongIssuer);
         assert_eq!(length.unwrap_err(), Rejection::Oversize);
@@ -324,9 +339,28 @@ mod tests {
         let ring = ring();
         let mut cache = VerifyCache::new();
 
-        let result = cache.verify("a.b.cdefghijk", &ring, &policy(), at(NOW));
+        let result = cache.verify(b"a.b.cdefghijk", &ring, &policy(), at(NOW));
 
         assert!(result.is_err());
+        assert_eq!(cache.slots.iter().flatten().count(), 0);
+    }
+
+    #[test]
+    fn non_utf8_token_malformed() {
+        let ring = ring();
+        let mut cache = VerifyCache::new();
+        let oversize = vec![0xff; policy().max_token_bytes + 1];
+
+        let short = cache.verify(
+            b"\xff.\xfe.\xfd\xfc\xfb\xfa\xf9\xf8",
+            &ring,
+            &policy(),
+            at(NOW),
+        );
+        let long = cache.verify(&oversize, &ring, &policy(), at(NOW));
+
+        assert_eq!(short.unwrap_err(), Rejection::Malformed);
+        assert_eq!(long.unwrap_err(), Rejection::Oversize);
         assert_eq!(cache.slots.iter().flatten().count(), 0);
     }
 
