@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use arc_swap::{ArcSwap, Guard};
+use arc_swap::{ArcSwap, Cache, Guard};
 use chrono::{DateTime, Utc};
 
 use super::KeyRing;
@@ -37,10 +37,16 @@ struct ReloadState {
     last_failure: Option<String>,
 }
 
+/// A worker thread's handle on the ring in force. A load compares one
+/// pointer and takes no reference count unless the ring has changed, so it
+/// makes no atomic write. It keeps the ring it saw last alive until its
+/// next load.
+pub type RingCache = Cache<Arc<ArcSwap<KeyRing>>, Arc<KeyRing>>;
+
 /// The live ring and what reloads need.
 #[derive(Debug)]
 pub struct LiveRing {
-    current: ArcSwap<KeyRing>,
+    current: Arc<ArcSwap<KeyRing>>,
     dir: PathBuf,
     /// State kept between reloads. Only reloads take this lock; requests never do.
     reload_state: Mutex<ReloadState>,
@@ -56,7 +62,7 @@ pub struct LiveRing {
 impl LiveRing {
     pub fn new(ring: KeyRing, digest: String, dir: impl Into<PathBuf>) -> Self {
         LiveRing {
-            current: ArcSwap::from_pointee(ring),
+            current: Arc::new(ArcSwap::from_pointee(ring)),
             dir: dir.into(),
             reload_state: Mutex::new(ReloadState {
                 digest,
@@ -72,6 +78,11 @@ impl LiveRing {
     /// Returns the ring in force; a request keeps this one snapshot throughout.
     pub fn load(&self) -> Guard<Arc<KeyRing>> {
         self.current.load()
+    }
+
+    /// Returns a handle that loads the ring in force for one thread.
+    pub fn cache(&self) -> RingCache {
+        Cache::new(Arc::clone(&self.current))
     }
 
     pub fn dir(&self) -> &Path {

@@ -12,6 +12,7 @@ use actix_web::{HttpRequest, HttpResponse};
 use arc_swap::ArcSwap;
 
 use crate::error::{ApiError, ErrorCode};
+use crate::keys::live::RingCache;
 use crate::session::maintain_session;
 use crate::state::AppState;
 
@@ -286,9 +287,10 @@ impl LatencyHistogram {
 pub async fn timed_maintain_session(
     req: &HttpRequest,
     state: &AppState,
+    rings: &RefCell<RingCache>,
 ) -> Result<HttpResponse, ApiError> {
     let started = Instant::now();
-    let result = maintain_session(req, state).await;
+    let result = maintain_session(req, state, rings).await;
     state.metrics.observe_request(&result, started.elapsed());
     result
 }

@@ -4,6 +4,8 @@
 pub mod cookie;
 pub mod source;
 
+use std::cell::RefCell;
+
 use actix_web::http::StatusCode;
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::{HttpRequest, HttpResponse};
@@ -11,6 +13,7 @@ use chrono::{DateTime, Utc};
 
 use crate::error::{ApiError, ErrorCode};
 use crate::keys::KeyRing;
+use crate::keys::live::RingCache;
 use crate::log_limit::LogLimiter;
 use crate::state::AppState;
 use crate::token::{
@@ -31,24 +34,72 @@ enum Check<'a> {
     Invalid { reason: &'static str },
 }
 
-/// The handler, for GET and HEAD alike. It borrows the request and the
-/// state, so a call changes no reference count.
+impl Check<'_> {
+    fn is_unknown_kid(&self) -> bool {
+        matches!(self, Check::Invalid { reason } if *reason == Rejection::UnknownKid.reason())
+    }
+}
+
+/// The handler, for GET and HEAD alike. It borrows the request, the state
+/// and the worker's ring cache, so a call changes no reference count. Only
+/// a token whose `kid` the ring lacks waits, for a reload of the keys
+/// folder. That wait is a future of its own, boxed, so the future of every
+/// other request stays small, and the ring cache is never borrowed across
+/// it.
 pub async fn maintain_session(
     req: &HttpRequest,
     state: &AppState,
+    rings: &RefCell<RingCache>,
 ) -> Result<HttpResponse, ApiError> {
+    let answer = {
+        let mut rings = rings.borrow_mut();
+        maintain_without_reload(req, state, rings.load())
+    };
+    match answer {
+        Some(result) => result,
+        None => Box::pin(maintain_after_reload(req, state)).await,
+    }
+}
+
+/// Builds the response from `ring`, or returns `None` when the token names
+/// a `kid` the ring lacks, which a reload may find.
+fn maintain_without_reload(
+    req: &HttpRequest,
+    state: &AppState,
+    ring: &KeyRing,
+) -> Option<Result<HttpResponse, ApiError>> {
     let now = state.clock.now();
     let RequestToken { source, echo } = read_token(req.headers());
-
-    let mut ring = state.keys.load();
-    let mut check = check_source(&source, &ring, &state.policy, now);
-    if matches!(check, Check::Invalid { reason } if reason == Rejection::UnknownKid.reason())
-        && state.keys.reload_for_unknown_kid(now).await
-    {
-        ring = state.keys.load();
-        check = check_source(&source, &ring, &state.policy, now);
+    let check = check_source(&source, ring, &state.policy, now);
+    if check.is_unknown_kid() {
+        return None;
     }
+    Some(respond(check, &source, echo, ring, state, now))
+}
 
+/// Reloads the keys folder (at most once a second, shared by concurrent
+/// requests) and builds the response from the ring in force after it.
+async fn maintain_after_reload(
+    req: &HttpRequest,
+    state: &AppState,
+) -> Result<HttpResponse, ApiError> {
+    state.keys.reload_for_unknown_kid(state.clock.now()).await;
+    let now = state.clock.now();
+    let RequestToken { source, echo } = read_token(req.headers());
+    let ring = state.keys.load();
+    let check = check_source(&source, &ring, &state.policy, now);
+    respond(check, &source, echo, &ring, state, now)
+}
+
+/// Keeps a valid token or mints a new one, and builds the response.
+fn respond(
+    check: Check<'_>,
+    source: &TokenSource<'_>,
+    echo: bool,
+    ring: &KeyRing,
+    state: &AppState,
+    now: DateTime<Utc>,
+) -> Result<HttpResponse, ApiError> {
     match check {
         Check::Valid(token) => {
             let verified = &token.verified;
