@@ -1,7 +1,6 @@
 //! Start-up: the key ring, both listeners, the route tables that `main` and
 //! the tests share, and the background tasks (folder polling, signals).
 
-use std::cell::RefCell;
 use std::net::{SocketAddr, TcpListener};
 use std::rc::Rc;
 use std::sync::Arc;
@@ -16,10 +15,10 @@ use actix_web::{App, HttpRequest, HttpResponse, HttpServer, ResponseError, web};
 
 use crate::config::Config;
 use crate::error::{ApiError, error_model_middleware};
-use crate::keys::live::{LiveRing, ReloadOutcome, RingCache, log_failure};
+use crate::keys::live::{LiveRing, ReloadOutcome, log_failure};
 use crate::keys::store::{self, StoreError};
 use crate::ops::metrics::timed_maintain_session;
-use crate::session::SESSION_PATH;
+use crate::session::{SESSION_PATH, SessionWorker};
 use crate::state::{AppState, Clock};
 
 /// A start-up failure; the message names the file or setting at fault.
@@ -46,21 +45,17 @@ pub fn public_routes(cfg: &mut web::ServiceConfig, state: &web::Data<AppState>) 
 /// conversions. It serves GET and HEAD and rejects every other method with
 /// 405 and `Allow: GET, HEAD`, as the other routes do.
 ///
-/// The application is built once per worker thread, so the state and the
-/// worker's ring cache are held in an `Rc`, and a request takes them
-/// without an atomic count.
+/// The application is built once per worker thread, so the worker's part
+/// is held in an `Rc` and a request takes it without an atomic count.
 fn session_service(state: &web::Data<AppState>) -> impl HttpServiceFactory + 'static {
-    let worker = Rc::new(SessionWorker {
-        rings: RefCell::new(state.keys.cache()),
-        state: state.clone(),
-    });
+    let worker = Rc::new(SessionWorker::new(state));
     web::service(SESSION_PATH).finish(fn_service(move |req: ServiceRequest| {
         let worker = Rc::clone(&worker);
         async move {
             let (req, _payload) = req.into_parts();
             let method = req.method();
             let response = if method == Method::GET || method == Method::HEAD {
-                timed_maintain_session(&req, &worker.state, &worker.rings)
+                timed_maintain_session(&req, &worker)
                     .await
                     .unwrap_or_else(|error| error.error_response())
             } else {
@@ -69,12 +64,6 @@ fn session_service(state: &web::Data<AppState>) -> impl HttpServiceFactory + 'st
             Ok::<_, actix_web::Error>(ServiceResponse::new(req, response))
         }
     }))
-}
-
-/// The state and ring cache of one worker thread's session service.
-struct SessionWorker {
-    state: web::Data<AppState>,
-    rings: RefCell<RingCache>,
 }
 
 /// Builds the public application: routes, errorModel middleware, 404 fallback.

@@ -174,7 +174,7 @@ impl ServiceCollector {
     }
 
     fn encode_latency(&self, encoder: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let (buckets, sum, count) = self.state.metrics.latency().snapshot();
+        let (buckets, sum, count) = self.state.metrics.latency_snapshot();
         encoder
             .encode_descriptor(
                 "sessiond_session_request_duration",

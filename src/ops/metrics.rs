@@ -1,20 +1,18 @@
-//! Figures for `GET /metrics`. A request only increments atomic counters that
-//! exist before it arrives; labels, key states and sums are computed when
-//! Prometheus scrapes.
+//! Figures for `GET /metrics`. Each worker thread counts into a shard of
+//! its own, made before a request arrives. Labels, key states and sums are
+//! computed when Prometheus scrapes.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
+use std::collections::BTreeMap;
+use std::marker::PhantomData;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use actix_web::{HttpRequest, HttpResponse};
-use arc_swap::ArcSwap;
 
 use crate::error::{ApiError, ErrorCode};
-use crate::keys::live::RingCache;
-use crate::session::maintain_session;
-use crate::state::AppState;
+use crate::session::{SessionWorker, maintain_session};
 
 /// Outcome and reason label pairs of `sessiond_session_requests_total`.
 /// `new_session` reasons are the token's rejection reasons, plus `absent`
@@ -63,7 +61,7 @@ const LATENCY_BOUNDS_NANOS: [u64; 13] = [
     1_000_000_000,
 ];
 
-/// Counters of one `kid`.
+/// Counters of one `kid` in one shard.
 #[derive(Debug, Default)]
 pub struct KidCounters {
     /// Tokens this key verified as valid.
@@ -72,66 +70,47 @@ pub struct KidCounters {
     pub minted: AtomicU64,
 }
 
-/// The service's request figures. Every method a request calls is lock-free
-/// except the first count for a `kid` not seen before, which copies the
-/// small per-`kid` map once under a mutex.
-#[derive(Debug)]
+/// The service's request figures. Each thread that serves the session
+/// endpoint writes a shard of its own through a [`MetricsWriter`], and the
+/// read methods add the shards up.
+#[derive(Debug, Default)]
 pub struct Metrics {
-    /// Number of this instance, which the per-thread memory of
-    /// [`Self::with_kid`] compares.
-    id: u64,
-    outcomes: [AtomicU64; OUTCOMES.len()],
-    /// Keyed by `kid`. Only keys of the ring reach it (a verified token's key
-    /// or the signing key), so its size is bounded by the keys ever loaded.
-    per_kid: ArcSwap<HashMap<Arc<str>, Arc<KidCounters>>>,
-    per_kid_insert: Mutex<()>,
-    latency: LatencyHistogram,
+    shards: Mutex<Vec<Arc<Shard>>>,
 }
 
-impl Default for Metrics {
-    fn default() -> Self {
-        static NEXT_ID: AtomicU64 = AtomicU64::new(0);
-        Metrics {
-            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
-            outcomes: std::array::from_fn(|_| AtomicU64::new(0)),
-            per_kid: ArcSwap::from_pointee(HashMap::new()),
-            per_kid_insert: Mutex::new(()),
-            latency: LatencyHistogram::default(),
-        }
-    }
+/// The counters of one writer thread.
+#[derive(Debug, Default)]
+struct Shard {
+    outcomes: [AtomicU64; OUTCOMES.len()],
+    latency: LatencyHistogram,
+    /// Counters by `kid`. Only keys of the ring reach it (a verified
+    /// token's key or the signing key), so its size is bounded by the keys
+    /// ever loaded. The writer takes the lock only for a `kid` other than
+    /// the one it counted last.
+    per_kid: Mutex<Vec<(Arc<str>, Arc<KidCounters>)>>,
 }
 
 impl Metrics {
-    /// Counts a request whose token `kid` verified; the session is kept.
-    pub fn count_valid(&self, kid: &Arc<str>) {
-        self.outcomes[VALID].fetch_add(1, Ordering::Relaxed);
-        self.with_kid(kid, |c| c.verified.fetch_add(1, Ordering::Relaxed));
-    }
-
-    /// Counts a new session minted by `kid` because of `reason` (a
-    /// `Rejection::reason()`, `absent` or `ambiguous_header`).
-    pub fn count_new_session(&self, reason: &str, kid: &Arc<str>) {
-        self.outcomes[new_session_slot(reason)].fetch_add(1, Ordering::Relaxed);
-        self.with_kid(kid, |c| c.minted.fetch_add(1, Ordering::Relaxed));
-    }
-
-    /// Records the latency of one session request and counts it when it
-    /// failed; successful outcomes are counted by the handler.
-    pub fn observe_request(&self, result: &Result<HttpResponse, ApiError>, elapsed: Duration) {
-        if let Err(error) = result {
-            let slot = if error.code == ErrorCode::ServiceUnavailable {
-                UNAVAILABLE
-            } else {
-                INTERNAL_ERROR
-            };
-            self.outcomes[slot].fetch_add(1, Ordering::Relaxed);
+    /// Returns the writing end of a new shard for the calling thread.
+    pub fn writer(&self) -> MetricsWriter {
+        let shard = Arc::new(Shard::default());
+        lock(&self.shards).push(Arc::clone(&shard));
+        MetricsWriter {
+            shard,
+            last_kid: RefCell::new(None),
+            one_thread: PhantomData,
         }
-        self.latency.observe(elapsed);
     }
 
     /// Requests per entry of [`OUTCOMES`], in that order.
     pub fn outcome_counts(&self) -> [u64; OUTCOMES.len()] {
-        std::array::from_fn(|i| self.outcomes[i].load(Ordering::Relaxed))
+        let shards = lock(&self.shards);
+        std::array::from_fn(|i| {
+            shards
+                .iter()
+                .map(|shard| shard.outcomes[i].load(Ordering::Relaxed))
+                .sum()
+        })
     }
 
     /// New sessions started: the metering figure.
@@ -143,78 +122,127 @@ impl Metrics {
 
     /// `(kid, verified, minted)` for every `kid` counted, sorted by `kid`.
     pub fn kid_counts(&self) -> Vec<(Arc<str>, u64, u64)> {
-        let map = self.per_kid.load();
-        let mut counts: Vec<_> = map
-            .iter()
-            .map(|(kid, c)| {
-                (
-                    kid.clone(),
-                    c.verified.load(Ordering::Relaxed),
-                    c.minted.load(Ordering::Relaxed),
-                )
-            })
-            .collect();
-        counts.sort_by(|a, b| a.0.cmp(&b.0));
-        counts
-    }
-
-    pub fn latency(&self) -> &LatencyHistogram {
-        &self.latency
-    }
-
-    /// Applies `count` to the counters of `kid`. Each thread remembers the
-    /// counters it used last, so a run of requests signed by one key skips
-    /// the map. Entries are never removed from the map, so a remembered
-    /// entry stays the one the map holds.
-    fn with_kid(&self, kid: &Arc<str>, count: impl Fn(&KidCounters) -> u64) {
-        thread_local! {
-            static LAST: RefCell<Option<LastKid>> = const { RefCell::new(None) };
-        }
-        LAST.with_borrow_mut(|last| {
-            if let Some(last) = last
-                && last.metrics == self.id
-                && Arc::ptr_eq(&last.kid, kid)
-            {
-                count(&last.counters);
-                return;
+        let mut counts: BTreeMap<Arc<str>, (u64, u64)> = BTreeMap::new();
+        for shard in lock(&self.shards).iter() {
+            for (kid, counters) in lock(&shard.per_kid).iter() {
+                let entry = counts.entry(Arc::clone(kid)).or_default();
+                entry.0 += counters.verified.load(Ordering::Relaxed);
+                entry.1 += counters.minted.load(Ordering::Relaxed);
             }
-            let counters = match self.per_kid.load().get(kid) {
-                Some(counters) => counters.clone(),
-                None => self.insert_kid(kid),
+        }
+        counts
+            .into_iter()
+            .map(|(kid, (verified, minted))| (kid, verified, minted))
+            .collect()
+    }
+
+    /// Returns the latency histogram of all shards: `(upper bound in seconds,
+    /// observations in that bucket alone)` with the last bound infinity,
+    /// the sum in seconds, and the count.
+    pub fn latency_snapshot(&self) -> (Vec<(f64, u64)>, f64, u64) {
+        let total = LatencyHistogram::default();
+        for shard in lock(&self.shards).iter() {
+            for (sum, part) in total.buckets.iter().zip(&shard.latency.buckets) {
+                add(sum, part.load(Ordering::Relaxed));
+            }
+            add(
+                &total.sum_nanos,
+                shard.latency.sum_nanos.load(Ordering::Relaxed),
+            );
+        }
+        total.snapshot()
+    }
+}
+
+/// The writing end of one shard of [`Metrics`]. It is neither `Send` nor
+/// `Sync`, so only the thread that made it writes the shard, and a count
+/// is a load and a store rather than a locked read-modify-write.
+pub struct MetricsWriter {
+    shard: Arc<Shard>,
+    /// The `kid` this writer counted last, with its counters, so a run of
+    /// requests signed by one key skips the search. Holding an `Arc` of the
+    /// `kid` keeps its address from being reused for another one.
+    last_kid: RefCell<Option<(Arc<str>, Arc<KidCounters>)>>,
+    one_thread: PhantomData<*const ()>,
+}
+
+impl std::fmt::Debug for MetricsWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MetricsWriter").finish_non_exhaustive()
+    }
+}
+
+impl MetricsWriter {
+    /// Counts a request whose token `kid` verified; the session is kept.
+    pub fn count_valid(&self, kid: &Arc<str>) {
+        add(&self.shard.outcomes[VALID], 1);
+        self.with_kid(kid, |counters| add(&counters.verified, 1));
+    }
+
+    /// Counts a new session minted by `kid` because of `reason` (a
+    /// `Rejection::reason()`, `absent` or `ambiguous_header`).
+    pub fn count_new_session(&self, reason: &str, kid: &Arc<str>) {
+        add(&self.shard.outcomes[new_session_slot(reason)], 1);
+        self.with_kid(kid, |counters| add(&counters.minted, 1));
+    }
+
+    /// Records the latency of one session request and counts it when it
+    /// failed; successful outcomes are counted by the handler.
+    pub fn observe_request(&self, result: &Result<HttpResponse, ApiError>, elapsed: Duration) {
+        if let Err(error) = result {
+            let slot = if error.code == ErrorCode::ServiceUnavailable {
+                UNAVAILABLE
+            } else {
+                INTERNAL_ERROR
             };
-            count(&counters);
-            *last = Some(LastKid {
-                metrics: self.id,
-                kid: kid.clone(),
-                counters,
-            });
-        });
+            add(&self.shard.outcomes[slot], 1);
+        }
+        self.shard.latency.observe(elapsed);
+    }
+
+    /// Applies `count` to this shard's counters of `kid`, adding them on
+    /// the first count. Entries are never removed, so the remembered entry
+    /// stays the one the shard holds.
+    fn with_kid(&self, kid: &Arc<str>, count: impl Fn(&KidCounters)) {
+        let mut last = self.last_kid.borrow_mut();
+        if let Some((last_kid, counters)) = last.as_ref()
+            && Arc::ptr_eq(last_kid, kid)
+        {
+            count(counters);
+            return;
+        }
+        let counters = self.find_or_add_kid(kid);
+        count(&counters);
+        *last = Some((Arc::clone(kid), counters));
     }
 
     #[cold]
-    fn insert_kid(&self, kid: &Arc<str>) -> Arc<KidCounters> {
-        let _insert = self
-            .per_kid_insert
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let current = self.per_kid.load_full();
-        if let Some(counters) = current.get(kid) {
-            return counters.clone();
+    fn find_or_add_kid(&self, kid: &Arc<str>) -> Arc<KidCounters> {
+        let mut per_kid = lock(&self.shard.per_kid);
+        if let Some((_, counters)) = per_kid.iter().find(|(known, _)| **known == **kid) {
+            return Arc::clone(counters);
         }
         let counters = Arc::new(KidCounters::default());
-        let mut next = HashMap::clone(&current);
-        next.insert(kid.clone(), counters.clone());
-        self.per_kid.store(Arc::new(next));
+        per_kid.push((Arc::clone(kid), Arc::clone(&counters)));
         counters
     }
 }
 
-/// The `kid` a thread counted last, with its counters. Holding an `Arc` of
-/// the `kid` keeps its address from being reused for another one.
-struct LastKid {
-    metrics: u64,
-    kid: Arc<str>,
-    counters: Arc<KidCounters>,
+/// Adds `amount` to a counter that one thread writes. Readers on other
+/// threads see the old or the new value, never a torn one.
+fn add(counter: &AtomicU64, amount: u64) {
+    counter.store(
+        counter.load(Ordering::Relaxed).wrapping_add(amount),
+        Ordering::Relaxed,
+    );
+}
+
+/// Locks `mutex`, going on with the data of a thread that panicked while
+/// holding it: the counters stay readable.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// Finds the slot of a `new_session` reason in [`OUTCOMES`].
@@ -242,7 +270,7 @@ fn new_session_slot(reason: &str) -> usize {
 /// `prometheus-client` 0.26 takes a mutex on every observation, which the
 /// request path must not.
 #[derive(Debug)]
-pub struct LatencyHistogram {
+struct LatencyHistogram {
     /// Observations per bucket (not cumulative); the last one is `+Inf`.
     buckets: [AtomicU64; LATENCY_BOUNDS_NANOS.len() + 1],
     sum_nanos: AtomicU64,
@@ -258,16 +286,18 @@ impl Default for LatencyHistogram {
 }
 
 impl LatencyHistogram {
-    pub fn observe(&self, elapsed: Duration) {
+    /// Records one observation. Only the writer thread of the histogram's
+    /// shard calls it.
+    fn observe(&self, elapsed: Duration) {
         let nanos = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX);
         let bucket = LATENCY_BOUNDS_NANOS.partition_point(|&bound| bound < nanos);
-        self.buckets[bucket].fetch_add(1, Ordering::Relaxed);
-        self.sum_nanos.fetch_add(nanos, Ordering::Relaxed);
+        add(&self.buckets[bucket], 1);
+        add(&self.sum_nanos, nanos);
     }
 
     /// `(upper bound in seconds, observations in that bucket alone)`, the
     /// last bound being infinity; the sum in seconds; the count.
-    pub fn snapshot(&self) -> (Vec<(f64, u64)>, f64, u64) {
+    fn snapshot(&self) -> (Vec<(f64, u64)>, f64, u64) {
         let mut buckets = Vec::with_capacity(self.buckets.len());
         let mut count = 0;
         for (i, bucket) in self.buckets.iter().enumerate() {
@@ -286,12 +316,11 @@ impl LatencyHistogram {
 /// Runs the session endpoint and records its latency and failures.
 pub async fn timed_maintain_session(
     req: &HttpRequest,
-    state: &AppState,
-    rings: &RefCell<RingCache>,
+    worker: &SessionWorker,
 ) -> Result<HttpResponse, ApiError> {
     let started = Instant::now();
-    let result = maintain_session(req, state, rings).await;
-    state.metrics.observe_request(&result, started.elapsed());
+    let result = maintain_session(req, worker).await;
+    worker.metrics.observe_request(&result, started.elapsed());
     result
 }
 
@@ -332,13 +361,14 @@ mod tests {
     #[test]
     fn counts_outcomes_and_kids() {
         let metrics = Metrics::default();
+        let writer = metrics.writer();
         let old: Arc<str> = Arc::from("k1");
         let new: Arc<str> = Arc::from("k2");
 
-        metrics.count_valid(&old);
-        metrics.count_valid(&old);
-        metrics.count_new_session("expired", &new);
-        metrics.count_new_session("something_new", &new);
+        writer.count_valid(&old);
+        writer.count_valid(&old);
+        writer.count_new_session("expired", &new);
+        writer.count_new_session("something_new", &new);
 
         let counts = metrics.outcome_counts();
         assert_eq!(counts[VALID], 2);
@@ -357,9 +387,10 @@ mod tests {
         let second = Metrics::default();
         let kid: Arc<str> = Arc::from("k1");
 
-        first.count_valid(&kid);
-        second.count_valid(&kid);
-        second.count_valid(&kid);
+        first.writer().count_valid(&kid);
+        let second_writer = second.writer();
+        second_writer.count_valid(&kid);
+        second_writer.count_valid(&kid);
 
         assert_eq!(first.kid_counts(), vec![(kid.clone(), 1, 0)]);
         assert_eq!(second.kid_counts(), vec![(kid.clone(), 2, 0)]);
@@ -368,12 +399,13 @@ mod tests {
     #[test]
     fn reloaded_kid_counts_in_same_entry() {
         let metrics = Metrics::default();
+        let writer = metrics.writer();
         let before: Arc<str> = Arc::from("k1");
         let after: Arc<str> = Arc::from("k1");
 
-        metrics.count_valid(&before);
-        metrics.count_valid(&after);
-        metrics.count_valid(&before);
+        writer.count_valid(&before);
+        writer.count_valid(&after);
+        writer.count_valid(&before);
 
         assert_eq!(metrics.kid_counts(), vec![(before.clone(), 3, 0)]);
     }
@@ -384,15 +416,42 @@ mod tests {
         let unavailable = Err(ApiError::new(ErrorCode::ServiceUnavailable, "x"));
         let internal = Err(ApiError::new(ErrorCode::Internal, "x"));
 
-        metrics.observe_request(&unavailable, Duration::from_micros(10));
-        metrics.observe_request(&internal, Duration::from_micros(10));
-        metrics.observe_request(&Ok(HttpResponse::Ok().finish()), Duration::from_micros(10));
+        let writer = metrics.writer();
+        writer.observe_request(&unavailable, Duration::from_micros(10));
+        writer.observe_request(&internal, Duration::from_micros(10));
+        writer.observe_request(&Ok(HttpResponse::Ok().finish()), Duration::from_micros(10));
 
         let counts = metrics.outcome_counts();
         assert_eq!(counts[UNAVAILABLE], 1);
         assert_eq!(counts[INTERNAL_ERROR], 1);
         assert_eq!(metrics.sessions_started(), 0);
-        assert_eq!(metrics.latency().snapshot().2, 3);
+        assert_eq!(metrics.latency_snapshot().2, 3);
+    }
+
+    #[test]
+    fn shards_add_up() {
+        let metrics = Metrics::default();
+        let kid: Arc<str> = Arc::from("k1");
+        std::thread::scope(|scope| {
+            scope.spawn(|| {
+                let writer = metrics.writer();
+                writer.count_valid(&kid);
+                writer.observe_request(&Ok(HttpResponse::Ok().finish()), Duration::from_micros(70));
+            });
+        });
+        let writer = metrics.writer();
+
+        writer.count_valid(&kid);
+        writer.count_new_session("expired", &kid);
+        writer.observe_request(&Ok(HttpResponse::Ok().finish()), Duration::from_micros(10));
+
+        let (buckets, sum, count) = metrics.latency_snapshot();
+        assert_eq!(metrics.outcome_counts()[VALID], 2);
+        assert_eq!(metrics.kid_counts(), vec![(kid.clone(), 2, 1)]);
+        assert_eq!(buckets[0], (0.00005, 1));
+        assert_eq!(buckets[1], (0.0001, 1));
+        assert_eq!(count, 2);
+        assert!((sum - 0.00008).abs() < 1e-12, "sum {sum}");
     }
 
     #[test]

@@ -8,13 +8,14 @@ use std::cell::RefCell;
 
 use actix_web::http::StatusCode;
 use actix_web::http::header::{self, HeaderValue};
-use actix_web::{HttpRequest, HttpResponse};
+use actix_web::{HttpRequest, HttpResponse, web};
 use chrono::{DateTime, Utc};
 
 use crate::error::{ApiError, ErrorCode};
 use crate::keys::KeyRing;
 use crate::keys::live::RingCache;
 use crate::log_limit::LogLimiter;
+use crate::ops::metrics::MetricsWriter;
 use crate::state::AppState;
 use crate::token::{
     Rejection, TokenPolicy, ValidToken, append_token, minted_token_len, verify_cached,
@@ -40,24 +41,42 @@ impl Check<'_> {
     }
 }
 
-/// The handler, for GET and HEAD alike. It borrows the request, the state
-/// and the worker's ring cache, so a call changes no reference count. Only
-/// a token whose `kid` the ring lacks waits, for a reload of the keys
-/// folder. That wait is a future of its own, boxed, so the future of every
-/// other request stays small, and the ring cache is never borrowed across
-/// it.
+/// The session endpoint's part of one worker thread: the shared state, the
+/// worker's cache of the key ring and its metrics shard. A request borrows
+/// it, so taking it changes no reference count.
+#[derive(Debug)]
+pub struct SessionWorker {
+    pub(crate) state: web::Data<AppState>,
+    rings: RefCell<RingCache>,
+    pub(crate) metrics: MetricsWriter,
+}
+
+impl SessionWorker {
+    /// Builds the part of the calling thread, which alone may use it.
+    pub fn new(state: &web::Data<AppState>) -> Self {
+        SessionWorker {
+            rings: RefCell::new(state.keys.cache()),
+            metrics: state.metrics.writer(),
+            state: state.clone(),
+        }
+    }
+}
+
+/// The handler, for GET and HEAD alike. Only a token whose `kid` the ring
+/// lacks waits, for a reload of the keys folder. That wait is a future of
+/// its own, boxed, so the future of every other request stays small, and
+/// the ring cache is never borrowed across it.
 pub async fn maintain_session(
     req: &HttpRequest,
-    state: &AppState,
-    rings: &RefCell<RingCache>,
+    worker: &SessionWorker,
 ) -> Result<HttpResponse, ApiError> {
     let answer = {
-        let mut rings = rings.borrow_mut();
-        maintain_without_reload(req, state, rings.load())
+        let mut rings = worker.rings.borrow_mut();
+        maintain_without_reload(req, worker, rings.load())
     };
     match answer {
         Some(result) => result,
-        None => Box::pin(maintain_after_reload(req, state)).await,
+        None => Box::pin(maintain_after_reload(req, worker)).await,
     }
 }
 
@@ -65,30 +84,32 @@ pub async fn maintain_session(
 /// a `kid` the ring lacks, which a reload may find.
 fn maintain_without_reload(
     req: &HttpRequest,
-    state: &AppState,
+    worker: &SessionWorker,
     ring: &KeyRing,
 ) -> Option<Result<HttpResponse, ApiError>> {
+    let state = &worker.state;
     let now = state.clock.now();
     let RequestToken { source, echo } = read_token(req.headers());
     let check = check_source(&source, ring, &state.policy, now);
     if check.is_unknown_kid() {
         return None;
     }
-    Some(respond(check, &source, echo, ring, state, now))
+    Some(respond(check, &source, echo, ring, worker, now))
 }
 
 /// Reloads the keys folder (at most once a second, shared by concurrent
 /// requests) and builds the response from the ring in force after it.
 async fn maintain_after_reload(
     req: &HttpRequest,
-    state: &AppState,
+    worker: &SessionWorker,
 ) -> Result<HttpResponse, ApiError> {
+    let state = &worker.state;
     state.keys.reload_for_unknown_kid(state.clock.now()).await;
     let now = state.clock.now();
     let RequestToken { source, echo } = read_token(req.headers());
     let ring = state.keys.load();
     let check = check_source(&source, &ring, &state.policy, now);
-    respond(check, &source, echo, &ring, state, now)
+    respond(check, &source, echo, &ring, worker, now)
 }
 
 /// Keeps a valid token or mints a new one, and builds the response.
@@ -97,9 +118,10 @@ fn respond(
     source: &TokenSource<'_>,
     echo: bool,
     ring: &KeyRing,
-    state: &AppState,
+    worker: &SessionWorker,
     now: DateTime<Utc>,
 ) -> Result<HttpResponse, ApiError> {
+    let state = &worker.state;
     match check {
         Check::Valid(token) => {
             let verified = &token.verified;
@@ -108,7 +130,7 @@ fn respond(
                 source.label(),
                 verified.kid
             );
-            state.metrics.count_valid(&verified.kid);
+            worker.metrics.count_valid(&verified.kid);
             let max_age = ((verified.exp - now.timestamp() as f64).floor() as i64).max(1);
             let cookie = state.cookie.valid_cookie(max_age, &token);
             session_response(cookie, true, echo)
@@ -148,7 +170,7 @@ fn respond(
                 source.label(),
                 key.kid
             );
-            state.metrics.count_new_session(reason, &key.kid);
+            worker.metrics.count_new_session(reason, &key.kid);
             session_response(cookie, false, echo)
         }
     }
