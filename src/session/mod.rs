@@ -21,7 +21,7 @@ use crate::token::{
     Rejection, TokenPolicy, ValidToken, append_token, minted_token_len, verify_cached,
 };
 use cookie::SessionCookie;
-use source::{RequestToken, TOKEN_HEADER, TokenSource, read_token};
+use source::{RequestToken, TOKEN_HEADER, TokenSource, is_visible_ascii, read_token};
 
 /// Path of the endpoint.
 pub const SESSION_PATH: &str = "/ccstore/v1/metering/session";
@@ -187,7 +187,7 @@ fn check_source<'a>(
     let header: [&'a [u8]; 1];
     let candidates: &[&'a [u8]] = match source {
         TokenSource::Header(token) => {
-            header = [token.as_bytes()];
+            header = [token];
             &header
         }
         TokenSource::Cookies(tokens) => tokens.as_slice(),
@@ -207,9 +207,12 @@ fn check_source<'a>(
             }
         }
     }
-    Check::Invalid {
-        reason: first_rejection.map_or("absent", Rejection::reason),
-    }
+    let reason = match source {
+        // Checked only after a failure, so a valid token is read once.
+        TokenSource::Header(token) if !is_visible_ascii(token) => "ambiguous_header",
+        _ => first_rejection.map_or("absent", Rejection::reason),
+    };
+    Check::Invalid { reason }
 }
 
 fn session_response(
@@ -243,4 +246,36 @@ fn session_response(
         headers.insert(TOKEN_HEADER.clone(), token);
     }
     Ok(response)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::token::test_support::{NOW, at, policy, ring};
+
+    fn reason(check: Check<'_>) -> &'static str {
+        match check {
+            Check::Invalid { reason } => reason,
+            Check::Valid(_) => panic!("rejection expected, found a valid token"),
+        }
+    }
+
+    #[test]
+    fn non_ascii_header_reported_ambiguous() {
+        let ring = ring();
+        for value in [&b"\xff\xfe"[..], "\u{e9}.\u{e9}.\u{e9}".as_bytes()] {
+            let check = check_source(&TokenSource::Header(value), &ring, &policy(), at(NOW));
+
+            assert_eq!(reason(check), "ambiguous_header", "{value:?}");
+        }
+    }
+
+    #[test]
+    fn ascii_header_keeps_its_reason() {
+        let ring = ring();
+
+        let check = check_source(&TokenSource::Header(b"a.b.c"), &ring, &policy(), at(NOW));
+
+        assert_eq!(reason(check), "malformed");
+    }
 }

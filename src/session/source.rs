@@ -17,10 +17,12 @@ pub const MAX_COOKIE_CANDIDATES: usize = 8;
 /// The token candidates of one request. `Debug` shows no token.
 #[derive(PartialEq, Eq)]
 pub enum TokenSource<'a> {
-    /// One `X-CC-Session-Token` field with a non-blank value, trimmed.
-    Header(&'a str),
-    /// Several `X-CC-Session-Token` fields, or a value that is not visible
-    /// ASCII: never guessed at, so the session is renewed.
+    /// One `X-CC-Session-Token` field with a non-blank value, trimmed, as
+    /// sent. A value that is not visible ASCII fails verification and is
+    /// counted as an ambiguous header, like [`Self::AmbiguousHeader`].
+    Header(&'a [u8]),
+    /// Several `X-CC-Session-Token` fields: never guessed at, so the session
+    /// is renewed.
     AmbiguousHeader,
     /// Values of `session_token-store` cookies as sent, in request order
     /// (at most [`MAX_COOKIE_CANDIDATES`]). Verification checks their bytes.
@@ -107,14 +109,13 @@ pub fn read_token(headers: &HeaderMap) -> RequestToken<'_> {
             echo: false,
         };
     };
+    let value = first.as_bytes().trim_ascii();
     let source = if fields.next().is_some() {
         TokenSource::AmbiguousHeader
+    } else if value.is_empty() {
+        cookie_source(headers)
     } else {
-        match visible_ascii(first.as_bytes()).map(str::trim_ascii) {
-            Some("") => cookie_source(headers),
-            Some(value) => TokenSource::Header(value),
-            None => TokenSource::AmbiguousHeader,
-        }
+        TokenSource::Header(value)
     };
     RequestToken { source, echo: true }
 }
@@ -128,17 +129,13 @@ fn cookie_source(headers: &HeaderMap) -> TokenSource<'_> {
     }
 }
 
-/// Returns `bytes` as text when each is visible ASCII or tab, the test of
+/// Returns whether each byte is visible ASCII or tab, the test of
 /// `HeaderValue::to_str`. With no early exit, the compiler can test many
-/// bytes per instruction, where `to_str` branches on each. ASCII is valid
-/// UTF-8, so the bytes are read once.
-#[allow(unsafe_code)]
-fn visible_ascii(bytes: &[u8]) -> Option<&str> {
-    let visible = bytes.iter().fold(true, |visible, &b| {
+/// bytes per instruction, where `to_str` branches on each.
+pub fn is_visible_ascii(bytes: &[u8]) -> bool {
+    bytes.iter().fold(true, |visible, &b| {
         visible & ((b' '..=b'~').contains(&b) | (b == b'\t'))
-    });
-    // SAFETY: every byte is ASCII, and ASCII text is valid UTF-8.
-    visible.then(|| unsafe { std::str::from_utf8_unchecked(bytes) })
+    })
 }
 
 /// Values of every `session_token-store` cookie in every `Cookie` field.
@@ -239,14 +236,14 @@ mod tests {
             ("cookie", b"session_token-store=c.t.v"),
         ]);
 
-        assert_eq!(token_source(&map), TokenSource::Header("h.t.v"));
+        assert_eq!(token_source(&map), TokenSource::Header(b"h.t.v"));
     }
 
     #[test]
     fn header_trimmed_of_spaces_and_tabs() {
         let map = headers(&[("x-cc-session-token", b"\t h.t.v \t")]);
 
-        assert_eq!(token_source(&map), TokenSource::Header("h.t.v"));
+        assert_eq!(token_source(&map), TokenSource::Header(b"h.t.v"));
     }
 
     #[test]
@@ -287,18 +284,18 @@ mod tests {
             };
 
             assert_eq!(
-                visible_ascii(&bytes),
-                value.to_str().ok(),
+                is_visible_ascii(&bytes),
+                value.to_str().is_ok(),
                 "byte {byte:#04x}"
             );
         }
     }
 
     #[test]
-    fn non_ascii_header_is_ambiguous() {
-        let map = headers(&[("x-cc-session-token", b"\xff\xfe")]);
+    fn non_ascii_header_kept_as_bytes() {
+        let map = headers(&[("x-cc-session-token", b" \xff\xfe ")]);
 
-        assert_eq!(token_source(&map), TokenSource::AmbiguousHeader);
+        assert_eq!(token_source(&map), TokenSource::Header(b"\xff\xfe"));
     }
 
     #[test]
