@@ -319,7 +319,7 @@ pub async fn timed_maintain_session(
     worker: &SessionWorker,
 ) -> Result<HttpResponse, ApiError> {
     let started = Instant::now();
-    let result = maintain_session(req, worker).await;
+    let result = maintain_session(req, worker, started).await;
     worker.metrics.observe_request(&result, started.elapsed());
     result
 }

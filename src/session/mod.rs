@@ -5,6 +5,7 @@ pub mod cookie;
 pub mod source;
 
 use std::cell::RefCell;
+use std::time::Instant;
 
 use actix_web::http::StatusCode;
 use actix_web::http::header::{self, HeaderValue};
@@ -16,7 +17,7 @@ use crate::keys::KeyRing;
 use crate::keys::live::RingCache;
 use crate::log_limit::LogLimiter;
 use crate::ops::metrics::MetricsWriter;
-use crate::state::AppState;
+use crate::state::{AnchoredClock, AppState};
 use crate::token::{
     Rejection, TokenPolicy, ValidToken, append_token, minted_token_len, verify_cached,
 };
@@ -49,6 +50,7 @@ pub struct SessionWorker {
     pub(crate) state: web::Data<AppState>,
     rings: RefCell<RingCache>,
     pub(crate) metrics: MetricsWriter,
+    clock: AnchoredClock,
 }
 
 impl SessionWorker {
@@ -57,6 +59,7 @@ impl SessionWorker {
         SessionWorker {
             rings: RefCell::new(state.keys.cache()),
             metrics: state.metrics.writer(),
+            clock: AnchoredClock::new(state.clock),
             state: state.clone(),
         }
     }
@@ -65,14 +68,17 @@ impl SessionWorker {
 /// The handler, for GET and HEAD alike. Only a token whose `kid` the ring
 /// lacks waits, for a reload of the keys folder. That wait is a future of
 /// its own, boxed, so the future of every other request stays small, and
-/// the ring cache is never borrowed across it.
+/// the ring cache is never borrowed across it. `started` is the monotonic
+/// time the request began, which gives the wall time for the token checks.
 pub async fn maintain_session(
     req: &HttpRequest,
     worker: &SessionWorker,
+    started: Instant,
 ) -> Result<HttpResponse, ApiError> {
     let answer = {
         let mut rings = worker.rings.borrow_mut();
-        maintain_without_reload(req, worker, rings.load())
+        let now = worker.clock.now_at(started);
+        maintain_without_reload(req, worker, rings.load(), now)
     };
     match answer {
         Some(result) => result,
@@ -86,9 +92,9 @@ fn maintain_without_reload(
     req: &HttpRequest,
     worker: &SessionWorker,
     ring: &KeyRing,
+    now: DateTime<Utc>,
 ) -> Option<Result<HttpResponse, ApiError>> {
     let state = &worker.state;
-    let now = state.clock.now();
     let RequestToken { source, echo } = read_token(req.headers());
     let check = check_source(&source, ring, &state.policy, now);
     if check.is_unknown_kid() {
