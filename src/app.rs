@@ -33,12 +33,6 @@ pub enum StartError {
     },
 }
 
-/// Registers the public routes. `main` and the tests use this same table.
-pub fn public_routes(cfg: &mut web::ServiceConfig, state: &web::Data<AppState>) {
-    cfg.service(session_service(state));
-    crate::ops::public_routes(cfg);
-}
-
 /// Builds the session endpoint as a plain service rather than a route with a
 /// handler: it reads the request itself and tests the method once, which
 /// spares each request the route's guard, the extractor and the responder
@@ -59,6 +53,8 @@ fn session_service(state: &web::Data<AppState>) -> impl HttpServiceFactory + 'st
                     .await
                     .unwrap_or_else(|error| error.error_response())
             } else {
+                // The line the errorModel middleware writes for the other routes.
+                log::debug!("outcome=error status=405 reason=method_not_allowed method={method}");
                 ApiError::method_not_allowed("GET, HEAD").error_response()
             };
             Ok::<_, actix_web::Error>(ServiceResponse::new(req, response))
@@ -66,7 +62,11 @@ fn session_service(state: &web::Data<AppState>) -> impl HttpServiceFactory + 'st
     }))
 }
 
-/// Builds the public application: routes, errorModel middleware, 404 fallback.
+/// Builds the public application: routes, errorModel middleware, 404
+/// fallback. `main` and the tests use this same table. The session
+/// endpoint sits outside the middleware: it writes its own errorModel
+/// bodies, and each request is spared the middleware's future and the
+/// conversion of the response body.
 pub fn public_app(
     state: web::Data<AppState>,
 ) -> App<
@@ -78,8 +78,15 @@ pub fn public_app(
         InitError = (),
     >,
 > {
-    let routes_state = state.clone();
-    app_with_routes(state, move |cfg| public_routes(cfg, &routes_state))
+    App::new()
+        .app_data(state.clone())
+        .service(session_service(&state))
+        .service(
+            web::scope("")
+                .wrap(error_model_middleware())
+                .configure(crate::ops::public_routes)
+                .default_service(web::to(not_found)),
+        )
 }
 
 /// Builds an application of `routes` with the shared state, the errorModel
