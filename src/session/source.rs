@@ -148,19 +148,26 @@ fn cookie_values(headers: &HeaderMap) -> impl Iterator<Item = &[u8]> {
     headers
         .get_all(header::COOKIE)
         .flat_map(|field| cookie_pairs(field.as_bytes()))
-        .filter_map(|pair| {
-            let pair = pair.trim_ascii();
-            let eq = pair.iter().position(|&b| b == b'=')?;
-            let (name, value) = (pair[..eq].trim_ascii(), pair[eq + 1..].trim_ascii());
-            if name != COOKIE_NAME.as_bytes() {
-                return None;
-            }
-            let value = match value {
-                [b'"', inner @ .., b'"'] => inner,
-                other => other,
-            };
-            (!value.is_empty()).then_some(value)
-        })
+        .filter_map(our_cookie_value)
+}
+
+/// Returns the value of one `name=value` pair when the name, trimmed, is
+/// ours, unquoted and trimmed, or `None` for another name or an empty
+/// value. The name is compared as a prefix, so the pair is not searched
+/// for its `=` first.
+fn our_cookie_value(pair: &[u8]) -> Option<&[u8]> {
+    let after_name = pair
+        .trim_ascii_start()
+        .strip_prefix(COOKIE_NAME.as_bytes())?;
+    let value = after_name
+        .trim_ascii_start()
+        .strip_prefix(b"=")?
+        .trim_ascii();
+    let value = match value {
+        [b'"', inner @ .., b'"'] => inner,
+        other => other,
+    };
+    (!value.is_empty()).then_some(value)
 }
 
 /// Splits one `Cookie` field into its `;`-separated pairs. `memchr` finds
@@ -226,6 +233,48 @@ mod tests {
             let std: Vec<&[u8]> = field.split(|&b| b == b';').collect();
 
             assert_eq!(ours, std, "{:?}", String::from_utf8_lossy(field));
+        }
+    }
+
+    /// Splits a pair at its first `=` and compares the trimmed name.
+    fn split_pair_value(pair: &[u8]) -> Option<&[u8]> {
+        let pair = pair.trim_ascii();
+        let eq = pair.iter().position(|&b| b == b'=')?;
+        let (name, value) = (pair[..eq].trim_ascii(), pair[eq + 1..].trim_ascii());
+        if name != COOKIE_NAME.as_bytes() {
+            return None;
+        }
+        let value = match value {
+            [b'"', inner @ .., b'"'] => inner,
+            other => other,
+        };
+        (!value.is_empty()).then_some(value)
+    }
+
+    #[test]
+    fn prefix_match_equals_split() {
+        let names = [
+            "session_token-store",
+            " session_token-store ",
+            "\tsession_token-store\t",
+            "session_token-store2",
+            "session_token-stor",
+            "xsession_token-store",
+            "session_token-store x",
+            "Session_token-store",
+            "",
+        ];
+        let values = ["t", " t ", "\"t\"", "\"", "", " ", "a=b", "\"\"", "=x"];
+        for name in names {
+            for value in values {
+                for pair in [format!("{name}={value}"), name.to_owned()] {
+                    assert_eq!(
+                        our_cookie_value(pair.as_bytes()),
+                        split_pair_value(pair.as_bytes()),
+                        "{pair:?}"
+                    );
+                }
+            }
         }
     }
 
