@@ -87,6 +87,18 @@ pub fn public_app(
                 .configure(crate::ops::public_routes)
                 .default_service(web::to(not_found)),
         )
+        .default_service(web::to(unmatched_target))
+}
+
+/// Returns the 404 errorModel for a request target the scope does not
+/// match, such as `*`, with the debug line the errorModel middleware
+/// writes for the other routes.
+async fn unmatched_target(req: HttpRequest) -> HttpResponse {
+    log::debug!(
+        "outcome=error status=404 reason=not_found method={}",
+        req.method()
+    );
+    not_found(req).await
 }
 
 /// Builds an application of `routes` with the shared state, the errorModel

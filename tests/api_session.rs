@@ -1278,6 +1278,7 @@ async fn unknown_paths_return_404_model() {
         "/ccstore/v1/metering/sessions",
         "/CCSTORE/v1/metering/session",
         "/ccstore/v1/metering/session/extra",
+        "*",
     ];
 
     for path in paths {
