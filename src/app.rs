@@ -10,11 +10,11 @@ use actix_web::dev::{
     HttpServiceFactory, Server, ServerHandle, ServiceFactory, ServiceRequest, ServiceResponse,
     fn_service,
 };
-use actix_web::http::Method;
+use actix_web::http::{Method, StatusCode};
 use actix_web::{App, HttpRequest, HttpResponse, HttpServer, ResponseError, web};
 
 use crate::config::Config;
-use crate::error::{ApiError, error_model_middleware};
+use crate::error::{ApiError, error_model_middleware, log_client_error_status};
 use crate::keys::live::{LiveRing, ReloadOutcome, log_failure};
 use crate::keys::store::{self, StoreError};
 use crate::ops::metrics::timed_maintain_session;
@@ -53,8 +53,7 @@ fn session_service(state: &web::Data<AppState>) -> impl HttpServiceFactory + 'st
                     .await
                     .unwrap_or_else(|error| error.error_response())
             } else {
-                // The line the errorModel middleware writes for the other routes.
-                log::debug!("outcome=error status=405 reason=method_not_allowed method={method}");
+                log_client_error_status(StatusCode::METHOD_NOT_ALLOWED, method);
                 ApiError::method_not_allowed("GET, HEAD").error_response()
             };
             Ok::<_, actix_web::Error>(ServiceResponse::new(req, response))
@@ -94,15 +93,12 @@ pub fn public_app(
 /// match, such as `*`, with the debug line the errorModel middleware
 /// writes for the other routes.
 async fn unmatched_target(req: HttpRequest) -> HttpResponse {
-    log::debug!(
-        "outcome=error status=404 reason=not_found method={}",
-        req.method()
-    );
+    log_client_error_status(StatusCode::NOT_FOUND, req.method());
     not_found(req).await
 }
 
 /// Builds an application of `routes` with the shared state, the errorModel
-/// middleware and the 404 fallback; both listeners use it.
+/// middleware and the 404 fallback, as the admin listener uses it.
 pub(crate) fn app_with_routes(
     state: web::Data<AppState>,
     routes: impl FnOnce(&mut web::ServiceConfig),

@@ -9,8 +9,8 @@ use std::task::{Context, Poll, ready};
 
 use actix_web::body::EitherBody;
 use actix_web::dev::{Service, ServiceRequest, ServiceResponse, Transform, forward_ready};
-use actix_web::http::StatusCode;
 use actix_web::http::header::{self, HeaderValue};
+use actix_web::http::{Method, StatusCode};
 use actix_web::{HttpResponse, ResponseError};
 use serde::Serialize;
 
@@ -358,22 +358,26 @@ fn to_error_model<B: 'static>(res: ServiceResponse<B>) -> ServiceResponse<Either
 }
 
 /// Logs the one debug line of a request that ends in a 4xx response. A 5xx
-/// response gets an error line from the code that failed. The path is left
-/// out because a client may put a token in it.
+/// response gets an error line from the code that failed.
 fn log_client_error<B>(res: &ServiceResponse<B>) {
     let status = res.status();
-    if !status.is_client_error() {
-        return;
+    if status.is_client_error() {
+        log_client_error_status(status, res.request().method());
     }
+}
+
+/// Logs the debug line of a request that ends in the 4xx `status`, for
+/// responses built outside the errorModel middleware too. The path is left
+/// out because a client may put a token in it.
+pub(crate) fn log_client_error_status(status: StatusCode, method: &Method) {
     let reason = status
         .canonical_reason()
         .unwrap_or("client_error")
         .to_ascii_lowercase()
         .replace(' ', "_");
     log::debug!(
-        "outcome=error status={} reason={reason} method={}",
-        status.as_u16(),
-        res.request().method()
+        "outcome=error status={} reason={reason} method={method}",
+        status.as_u16()
     );
 }
 

@@ -102,7 +102,7 @@ impl Metrics {
         }
     }
 
-    /// Requests per entry of [`OUTCOMES`], in that order.
+    /// Returns the requests per entry of [`OUTCOMES`], in that order.
     pub fn outcome_counts(&self) -> [u64; OUTCOMES.len()] {
         let shards = lock(&self.shards);
         std::array::from_fn(|i| {
@@ -113,14 +113,14 @@ impl Metrics {
         })
     }
 
-    /// New sessions started: the metering figure.
+    /// Returns the number of new sessions started, the metering figure.
     pub fn sessions_started(&self) -> u64 {
         self.outcome_counts()[NEW_SESSION_FIRST..=NEW_SESSION_OTHER]
             .iter()
             .sum()
     }
 
-    /// `(kid, verified, minted)` for every `kid` counted, sorted by `kid`.
+    /// Returns `(kid, verified, minted)` for every `kid` counted, sorted by `kid`.
     pub fn kid_counts(&self) -> Vec<(Arc<str>, u64, u64)> {
         let mut counts: BTreeMap<Arc<str>, (u64, u64)> = BTreeMap::new();
         for shard in lock(&self.shards).iter() {
